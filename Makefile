@@ -1,0 +1,55 @@
+# fashionseg: `make demo` runs the main job on synthetic data, `make test` runs the tests.
+# Both install first (into .venv) so each works alone on a fresh clone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# torch/torchvision pins for the reference machine; see constraints.txt
+CONSTRAINTS ?= constraints.txt
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast train sweep tensorboard lint format clean
+
+help: ## show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the package with dev tools (idempotent)
+
+demo: install ## train + test + predict on the embedded synthetic data (CPU, < 10 min)
+	$(PY) -m fashionseg.train experiment=demo $(ARGS)
+
+test: install ## run the test suite
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: install ## run the tests that train nothing
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+train: install ## train: make train ARGS="task=clothing data=fashion data.root=DIR"
+	$(PY) -m fashionseg.train $(ARGS)
+
+sweep: install ## multirun: make sweep ARGS="optimizer.lr=1e-2,1e-3 data.batch_size=2,10"
+	$(PY) -m fashionseg.train -m $(ARGS)
+
+tensorboard: install ## serve TensorBoard on the logs/ directory
+	$(VENV)/bin/tensorboard --logdir logs $(ARGS)
+
+lint: install ## ruff check + format check
+	$(VENV)/bin/ruff check fashionseg tests
+	$(VENV)/bin/ruff format --check fashionseg tests
+
+format: install ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix fashionseg tests
+	$(VENV)/bin/ruff format fashionseg tests
+
+clean: ## remove caches and build outputs (keeps .venv, logs/ and data/)
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

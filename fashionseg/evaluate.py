@@ -1,0 +1,84 @@
+"""Score a trained checkpoint on a dataset: the same IoU table as training's test.
+
+    python -m fashionseg.evaluate ckpt=PATH data.root=DIR [data.split=test|all]
+        [threshold=0.4] [thresholds=[0.3,0.4,0.5]]
+
+``data.split=test`` uses the training run's test split (its ``split.json`` beside the
+``checkpoints/`` folder when present, else the same seed and ratios); ``all`` scores
+every image in ``data.root``. ``thresholds`` sweeps score thresholds instead of using
+the checkpoint's validated one, and prints mIoU for each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from fashionseg.io_utils import write_json
+from fashionseg.data.datamodule import FashionDataModule
+from fashionseg.model.checkpoint import module_from_checkpoint, read_checkpoint
+from fashionseg.results import write_results
+
+SPLITS = ("train", "val", "test", "all")
+
+
+def run_manifest(ckpt: str | Path) -> Path | None:
+    """The ``split.json`` of the run a checkpoint belongs to, if it is still there."""
+    candidate = Path(ckpt).resolve().parent.parent / "split.json"
+    return candidate if candidate.is_file() else None
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Score ``cfg.ckpt`` on ``cfg.data``; write metrics into the run directory."""
+    split = cfg.data.split
+    if split not in SPLITS:
+        raise ValueError(f"unknown data.split {split!r}: choose one of {', '.join(SPLITS)}")
+    ckpt = read_checkpoint(cfg.ckpt)
+    module = module_from_checkpoint(
+        ckpt, cfg.ckpt, task=cfg.get("task"), threshold=cfg.get("threshold"),
+        thresholds=cfg.get("thresholds"),
+    )
+    overrides = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()
+                 if v is not None and k != "split"}
+    data_kwargs = {**ckpt.get("datamodule_hyper_parameters", {}), **overrides}
+    if split != "all" and data_kwargs.get("manifest") is None:
+        data_kwargs["manifest"] = str(run_manifest(cfg.ckpt) or "") or None
+    data_kwargs.update(task=module.task.name, generate=None, hflip=0.0, scale_jitter=None,
+                       color_jitter=0.0)
+    datamodule = FashionDataModule(**data_kwargs)
+    datamodule.setup("test")
+    loader = datamodule.dataloader(split)
+    trainer: L.Trainer = instantiate(cfg.trainer)
+    out_dir = Path(cfg.paths.output_dir)
+    if cfg.get("thresholds"):
+        trainer.validate(module, dataloaders=loader, verbose=False)
+        sweep = module.last_val_result
+        rows = {f"{t:.2f}": v for t, v in zip(module.hparams.thresholds, sweep["miou"].tolist(), strict=True)}
+        print("score threshold -> mIoU")
+        for t, v in rows.items():
+            print(f"  {t}  {100 * v:6.2f}")
+        print(f"best threshold: {float(sweep['best_threshold']):.2f}")
+        write_json(out_dir / "threshold_sweep.json", {"miou": rows, "best_threshold": float(sweep["best_threshold"])})
+        module.hparams.threshold = float(sweep["best_threshold"])
+    trainer.test(module, dataloaders=loader, verbose=False)
+    results = dict(module.test_results or {})
+    results.update({"checkpoint": str(cfg.ckpt), "data_root": str(cfg.data.root), "split": split})
+    table = write_results(results, module.task, out_dir, title=f"{split} ({module.task.name})")
+    print(table)
+    print(f"results in: {out_dir}")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns mIoU."""
+    return evaluate(cfg).get("miou")
+
+
+if __name__ == "__main__":
+    main()

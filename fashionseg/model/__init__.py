@@ -1,0 +1,1 @@
+"""Mask R-CNN builders and the LightningModule that trains them."""

@@ -1,0 +1,139 @@
+"""Build torchvision Mask R-CNN models for a task's class count.
+
+Pretrained weights go through torchvision's weights API (and so its torch hub cache,
+``$TORCH_HOME/hub/checkpoints``): ``coco`` loads the full COCO detector and replaces
+the box and mask predictors; ``imagenet`` loads the backbone only; ``none`` starts
+from random init (BatchNorm then trains instead of being frozen); ``auto`` is ``coco``
+when those weights can be loaded (cached or downloaded) and ``none``, with a warning,
+when they cannot (e.g. on a machine without access to download.pytorch.org).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from torch import nn
+from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights
+from torchvision.models.detection import (
+    MaskRCNN,
+    MaskRCNN_ResNet50_FPN_V2_Weights,
+    MaskRCNN_ResNet50_FPN_Weights,
+    maskrcnn_resnet50_fpn,
+    maskrcnn_resnet50_fpn_v2,
+)
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import mobilenet_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import misc as misc_nn_ops
+
+WEIGHTS = ("auto", "coco", "imagenet", "none")
+log = logging.getLogger(__name__)
+ARCHS = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_mobilenet_v3_large_fpn")
+
+_RESNET = {
+    "maskrcnn_resnet50_fpn": (maskrcnn_resnet50_fpn, MaskRCNN_ResNet50_FPN_Weights.COCO_V1),
+    "maskrcnn_resnet50_fpn_v2": (maskrcnn_resnet50_fpn_v2, MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1),
+}
+
+
+def _hub_dir() -> str:
+    import torch.hub
+
+    return torch.hub.get_dir()
+
+
+def replace_heads(model: MaskRCNN, num_classes: int) -> MaskRCNN:
+    """Give ``model`` new box and mask predictors for ``num_classes`` (background included)."""
+    box_in = model.roi_heads.box_predictor.cls_score.in_features
+    model.roi_heads.box_predictor = FastRCNNPredictor(box_in, num_classes)
+    mask_in = model.roi_heads.mask_predictor.conv5_mask.in_channels
+    model.roi_heads.mask_predictor = MaskRCNNPredictor(mask_in, 256, num_classes)
+    return model
+
+
+def _mobilenet_maskrcnn(
+    num_classes: int, weights: str, trainable_backbone_layers: int | None, **kwargs: Any
+) -> MaskRCNN:
+    """Mask R-CNN on a MobileNetV3-Large FPN with anchors matched to its two feature maps."""
+    if weights == "coco":
+        raise ValueError(
+            "model.arch=maskrcnn_mobilenet_v3_large_fpn has no COCO Mask R-CNN weights in "
+            "torchvision: use model.weights=imagenet or none"
+        )
+    backbone_weights = MobileNet_V3_Large_Weights.IMAGENET1K_V1 if weights == "imagenet" else None
+    trained = backbone_weights is not None
+    if trainable_backbone_layers is None:
+        trainable_backbone_layers = 3 if trained else 6
+    backbone = mobilenet_backbone(
+        backbone_name="mobilenet_v3_large",
+        weights=backbone_weights,
+        fpn=True,
+        trainable_layers=trainable_backbone_layers,
+        norm_layer=misc_nn_ops.FrozenBatchNorm2d if trained else nn.BatchNorm2d,
+    )
+    # The backbone returns two FPN levels ("0", "1") plus a max-pooled one ("pool").
+    anchor_sizes = ((32, 64, 128, 256, 512),) * 3
+    aspect_ratios = ((0.5, 1.0, 2.0),) * len(anchor_sizes)
+    return MaskRCNN(
+        backbone,
+        num_classes=num_classes,
+        rpn_anchor_generator=AnchorGenerator(anchor_sizes, aspect_ratios),
+        box_roi_pool=MultiScaleRoIAlign(["0", "1"], output_size=7, sampling_ratio=2),
+        mask_roi_pool=MultiScaleRoIAlign(["0", "1"], output_size=14, sampling_ratio=2),
+        **kwargs,
+    )
+
+
+def build_maskrcnn(
+    arch: str = "maskrcnn_resnet50_fpn",
+    num_classes: int = 2,
+    weights: str = "coco",
+    trainable_backbone_layers: int | None = None,
+    min_size: int = 400,
+    max_size: int = 600,
+    **kwargs: Any,
+) -> MaskRCNN:
+    """Build a Mask R-CNN for ``num_classes`` classes (background included).
+
+    ``min_size``/``max_size`` set the model's resize transform: each image is scaled by
+    ``min(min_size / short_side, max_size / long_side)``, so the defaults keep a 600x400
+    photo at its native size (torchvision's 800/1333 would upsample it to 1200x800).
+    Extra ``kwargs`` go to :class:`torchvision.models.detection.MaskRCNN` (e.g.
+    ``rpn_post_nms_top_n_train``, ``box_batch_size_per_image``, ``box_detections_per_img``).
+    """
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown model.weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
+    kwargs = {"min_size": min_size, "max_size": max_size, **kwargs}
+    if arch == "maskrcnn_mobilenet_v3_large_fpn":
+        return _mobilenet_maskrcnn(num_classes, weights, trainable_backbone_layers, **kwargs)
+    if arch not in _RESNET:
+        raise ValueError(f"unknown model.arch {arch!r}: choose one of {', '.join(ARCHS)}")
+    factory, coco = _RESNET[arch]
+    if weights == "auto":
+        try:
+            coco.get_state_dict(progress=False, check_hash=True)
+            weights = "coco"
+        except (OSError, RuntimeError) as err:  # URLError is an OSError
+            log.warning(
+                "COCO weights for %s could not be loaded (%s): training from random init. "
+                "Put %s into %s/checkpoints or set model.net.weights=none to silence this.",
+                arch, str(err).splitlines()[0][:200], coco.url.rsplit("/", 1)[-1], _hub_dir(),
+            )
+            weights = "none"
+    if weights == "coco":
+        model = factory(
+            weights=coco, trainable_backbone_layers=trainable_backbone_layers, **kwargs
+        )
+        return replace_heads(model, num_classes)
+    return factory(
+        weights=None,
+        weights_backbone=ResNet50_Weights.IMAGENET1K_V1 if weights == "imagenet" else None,
+        num_classes=num_classes,
+        trainable_backbone_layers=trainable_backbone_layers,
+        **kwargs,
+    )

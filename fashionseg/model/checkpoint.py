@@ -1,0 +1,79 @@
+"""Load trained checkpoints safely (``weights_only=True``: no pickled code runs)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fashionseg.model.module import SegmentationModule
+from fashionseg.tasks import get_task
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, unsafe, or for another task."""
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)``.
+
+    A file that needs arbitrary unpickling (and so could run code) is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path}: refused, it holds objects a weights-only load does not allow ({first})"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise CheckpointError(f"{path}: not a fashionseg checkpoint (no state_dict/hyper_parameters)")
+    return ckpt
+
+
+def load_module(
+    path: str | Path, task: str | None = None, **overrides: Any
+) -> SegmentationModule:
+    """Rebuild a :class:`SegmentationModule` from a checkpoint, in eval mode on the CPU.
+
+    ``task``, when given, must match the checkpoint's task. ``overrides`` replace
+    hyper-parameters (e.g. ``threshold=0.3`` or ``fusion={...}``).
+    """
+    return module_from_checkpoint(read_checkpoint(path), path, task=task, **overrides)
+
+
+def module_from_checkpoint(
+    ckpt: dict[str, Any], path: str | Path, task: str | None = None, **overrides: Any
+) -> SegmentationModule:
+    """:func:`load_module` for a checkpoint already read by :func:`read_checkpoint`."""
+    hparams = dict(ckpt["hyper_parameters"])
+    ckpt_task = get_task(hparams.get("task", "person"))
+    if task is not None and get_task(task).name != ckpt_task.name:
+        raise CheckpointError(
+            f"{path}: checkpoint is for task {ckpt_task.name!r} ({ckpt_task.num_classes} classes), "
+            f"not {task!r} ({get_task(task).num_classes} classes)"
+        )
+    # The trained weights come from the state dict: never fetch pretrained ones here.
+    hparams["net"] = {**hparams.get("net", {}), "weights": "none"}
+    hparams.update({k: v for k, v in overrides.items() if v is not None})
+    module = SegmentationModule(**hparams)
+    module.load_state_dict(_with_batchnorm_counters(ckpt["state_dict"], module.state_dict()))
+    return module.eval()
+
+
+def _with_batchnorm_counters(state: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """Fill the BatchNorm step counters that frozen-BN (pretrained) models do not have.
+
+    A model fine-tuned from pretrained weights uses FrozenBatchNorm2d; rebuilt without
+    those weights it has BatchNorm2d, whose eval-mode output is the same but whose state
+    also counts batches. Every other key must match exactly (strict load).
+    """
+    missing = [k for k in own if k not in state and k.endswith("num_batches_tracked")]
+    return {**state, **{k: own[k] for k in missing}}

@@ -1,0 +1,207 @@
+"""The LightningModule: Mask R-CNN training, threshold-sweeping validation, scoring.
+
+Everything the module needs to rebuild itself is kept in plain Python types in its
+hyper-parameters, and the chosen score threshold(s) live in buffers, so a checkpoint
+loads with ``torch.load(..., weights_only=True)`` and carries its threshold along.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from torch import Tensor
+
+from fashionseg.fusion import METHODS, fuse, fuse_sweep
+from fashionseg.metrics import ThresholdSweep, metrics_dict
+from fashionseg.model.builder import build_maskrcnn
+from fashionseg.model.schedule import build_scheduler
+from fashionseg.tasks import get_task
+
+DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
+DEFAULT_OPTIMIZER: dict[str, Any] = {
+    "_target_": "torch.optim.SGD",
+    "lr": 1e-4,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+}
+TARGET_KEYS = ("boxes", "labels", "masks")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a training loss becomes NaN or infinite."""
+
+
+class SegmentationModule(L.LightningModule):
+    """Fine-tunes a torchvision Mask R-CNN and scores its fused label maps by IoU.
+
+    Args:
+        task: ``person`` or ``clothing``.
+        net: keyword arguments of :func:`fashionseg.model.builder.build_maskrcnn`
+            (``num_classes`` comes from the task).
+        optimizer: an optimizer config with ``_target_`` (SGD with the seed report's
+            lr 1e-4 and momentum 0.9 by default), built for the trainable parameters.
+        scheduler: see :func:`fashionseg.model.schedule.build_scheduler`.
+        fusion: ``method`` (seed | score_order | argmax), ``mask_threshold`` and
+            ``per_class_thresholds`` (use each class's own best validation threshold).
+        thresholds: score thresholds swept at every validation epoch.
+        threshold: a fixed score threshold overriding the one chosen on validation.
+    """
+
+    def __init__(
+        self,
+        task: str = "person",
+        net: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        fusion: Mapping[str, Any] | None = None,
+        thresholds: Sequence[float] | None = None,
+        threshold: float | None = None,
+    ) -> None:
+        super().__init__()
+        fusion = {"method": "seed", "mask_threshold": 0.5, "per_class_thresholds": False,
+                  **dict(fusion or {})}
+        if fusion["method"] not in METHODS:
+            raise ValueError(
+                f"unknown fusion.method {fusion['method']!r}: choose one of {', '.join(METHODS)}"
+            )
+        thresholds = sorted(float(t) for t in (thresholds or DEFAULT_THRESHOLDS))
+        self.save_hyperparameters(
+            {
+                "task": task,
+                "net": dict(net or {}),
+                "optimizer": dict(optimizer or DEFAULT_OPTIMIZER),
+                "scheduler": dict(scheduler or {}),
+                "fusion": fusion,
+                "thresholds": thresholds,
+                "threshold": threshold,
+            }
+        )
+        self.task = get_task(task)
+        self.net = build_maskrcnn(num_classes=self.task.num_classes, **self.hparams.net)
+        num_classes = self.task.num_classes
+        self.register_buffer("best_threshold", torch.tensor(0.5))
+        self.register_buffer("class_thresholds", torch.full((num_classes,), 0.5))
+        self.register_buffer("sweep_thresholds", torch.tensor(thresholds))
+        self.val_sweep = ThresholdSweep(num_classes, thresholds)
+        self.test_scores = ThresholdSweep(num_classes, [0.5])
+        self.test_results: dict[str, Any] | None = None
+
+    # ----------------------------------------------------------------- inference
+    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """Raw Mask R-CNN detections for a list of images (eval mode)."""
+        return self.net(images)
+
+    def fuse_outputs(self, output: Mapping[str, Tensor]) -> Tensor:
+        """One image's detections -> H x W label map at the module's threshold(s)."""
+        fusion = self.hparams.fusion
+        class_thresholds = None
+        if fusion["per_class_thresholds"] and self.hparams.threshold is None:
+            class_thresholds = self.class_thresholds
+        return fuse(
+            output["labels"],
+            output["scores"],
+            output["masks"],
+            method=fusion["method"],
+            threshold=self.score_threshold,
+            mask_threshold=fusion["mask_threshold"],
+            class_thresholds=class_thresholds,
+        )
+
+    @property
+    def score_threshold(self) -> float:
+        """The global score threshold in use: the override, else the validated one."""
+        if self.hparams.threshold is not None:
+            return float(self.hparams.threshold)
+        return float(self.best_threshold)
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> Tensor:
+        images, targets = batch
+        losses = self.net(images, [{k: t[k] for k in TARGET_KEYS} for t in targets])
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            bad = [f"{k}={v.item()}" for k, v in losses.items() if not torch.isfinite(v)]
+            raise NonFiniteLossError(
+                f"non-finite training loss at step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_idx}): {', '.join(bad)}"
+            )
+        batch_size = len(images)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size)
+        self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
+        return total
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = instantiate(self.hparams.optimizer, params=params)
+        scheduler = build_scheduler(
+            optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches
+        )
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---------------------------------------------------------------- validation
+    def validation_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> None:
+        images, targets = batch
+        fusion = self.hparams.fusion
+        for output, target in zip(self.net(images), targets, strict=True):
+            maps = fuse_sweep(
+                output["labels"],
+                output["scores"],
+                output["masks"],
+                self.sweep_thresholds,
+                method=fusion["method"],
+                mask_threshold=fusion["mask_threshold"],
+            )
+            self.val_sweep.update(maps, target["semantic"])
+
+    def on_validation_epoch_end(self) -> None:
+        result = self.val_sweep.compute()
+        self.val_sweep.reset()
+        best = int(result["best_index"])
+        miou = result["miou"]
+        for t, value in zip(self.hparams.thresholds, miou.tolist(), strict=True):
+            self.log(f"val_sweep/miou@{t:.2f}", value)
+        self.log("val/miou", miou[best].item(), prog_bar=True)
+        self.log("val/best_threshold", float(result["best_threshold"]))
+        self.log("val/pixel_accuracy", result["pixel_accuracy"][best].item())
+        for name, value in zip(self.task.class_names, result["iou"][best].tolist(), strict=True):
+            self.log(f"val/iou/{name}", value)
+        if not self.trainer.sanity_checking:
+            self.best_threshold.fill_(float(result["best_threshold"]))
+            self.class_thresholds.copy_(result["class_thresholds"].to(self.class_thresholds))
+        self.last_val_result = result
+
+    # ---------------------------------------------------------------------- test
+    def test_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> None:
+        images, targets = batch
+        for output, target in zip(self.net(images), targets, strict=True):
+            self.test_scores.update(self.fuse_outputs(output)[None], target["semantic"])
+
+    def on_test_epoch_end(self) -> None:
+        result = self.test_scores.compute()
+        self.test_scores.reset()
+        confmat = result["confmat"][0]
+        class_thresholds = None
+        if self.hparams.fusion["per_class_thresholds"] and self.hparams.threshold is None:
+            class_thresholds = self.class_thresholds.tolist()
+        self.test_results = metrics_dict(
+            confmat,
+            self.task.class_names,
+            threshold=self.score_threshold,
+            class_thresholds=class_thresholds,
+        )
+        self.log("test/miou", self.test_results["miou"])
+        self.log("test/pixel_accuracy", self.test_results["pixel_accuracy"])
+        for name, value in self.test_results["iou"].items():
+            self.log(f"test/iou/{name}", value)
+
+    # ------------------------------------------------------------------- predict
+    def predict_step(self, batch: Any, batch_idx: int) -> list[Tensor]:
+        images = batch[0] if isinstance(batch, tuple | list) and batch and isinstance(batch[0], list) else batch
+        return [self.fuse_outputs(out) for out in self.net(list(images))]
+
