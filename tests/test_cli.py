@@ -1,0 +1,124 @@
+"""End to end on a tiny synthetic dataset: train -> checkpoint -> evaluate -> predict."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from fashionseg.model.checkpoint import CheckpointError, load_module
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "model=maskrcnn_mobilenet",
+    "model.net.min_size=48",
+    "model.net.max_size=64",
+    "model.net.rpn_pre_nms_top_n_train=200",
+    "model.net.rpn_post_nms_top_n_train=100",
+    "model.net.rpn_pre_nms_top_n_test=100",
+    "model.net.rpn_post_nms_top_n_test=50",
+    "model.net.box_batch_size_per_image=64",
+    "model.net.box_detections_per_img=20",
+    "optimizer=adamw",
+    "optimizer.lr=1e-3",
+    "data.batch_size=2",
+    "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1",
+    "fusion.thresholds=[0.05,0.5,0.9]",
+]
+
+
+def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Generate 10 tiny synthetic photos and train two epochs on them (clothing task)."""
+    from fashionseg.data.synthetic import generate
+
+    work = tmp_path_factory.mktemp("cli")
+    data = generate(work / "data", num_images=10, seed=3, height=64, width=48)
+    run_dir = work / "run"
+    proc = run(
+        "fashionseg.train", "task=clothing", f"data.root={data}", f"hydra.run.dir={run_dir}",
+        *TINY, cwd=work,
+    )
+    return {"work": work, "data": data, "run": run_dir, "stdout": proc.stdout}
+
+
+def test_train_leaves_a_complete_run_directory(tiny_run: dict[str, Path]) -> None:
+    run_dir = tiny_run["run"]
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run_dir / "checkpoints").glob("epoch*.ckpt"))) == 1
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert Image.open(run_dir / "confusion_matrix.png").format == "PNG"
+    split = json.loads((run_dir / "split.json").read_text())
+    assert (len(split["train"]), len(split["val"]), len(split["test"])) == (5, 1, 4)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["iou"]) == {"background", "skin", "hair", "tshirt", "shoes", "pants",
+                                   "dress"}
+    assert 0.0 <= metrics["miou"] <= 1.0
+    out = str(tiny_run["stdout"])
+    assert "mean IoU" in out and str(run_dir) in out and "checkpoint:" in out
+
+
+def test_checkpoint_loads_weights_only_with_its_threshold(tiny_run: dict[str, Path]) -> None:
+    ckpt = tiny_run["run"] / "checkpoints" / "last.ckpt"
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    module = load_module(ckpt)
+    assert module.task.name == "clothing"
+    assert float(module.best_threshold) == float(raw["state_dict"]["best_threshold"])
+    assert float(module.best_threshold) in (0.05, 0.5, 0.9)
+    with pytest.raises(CheckpointError, match="task 'clothing'"):
+        load_module(ckpt, task="person")
+
+
+def test_evaluate_scores_every_image(tiny_run: dict[str, Path]) -> None:
+    ckpt = tiny_run["run"] / "checkpoints" / "last.ckpt"
+    out_dir = tiny_run["work"] / "eval"
+    proc = run(
+        "fashionseg.evaluate", f"ckpt={ckpt}", f"data.root={tiny_run['data']}", "data.split=all",
+        f"hydra.run.dir={out_dir}", cwd=tiny_run["work"],
+    )
+    assert "mean IoU" in proc.stdout
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    confmat = torch.tensor(metrics["confusion_matrix"])
+    assert int(confmat.sum()) == 10 * 64 * 48  # every pixel of every image, once
+
+
+def test_predict_writes_maps_at_photo_size_and_skips_done_work(
+    tiny_run: dict[str, Path],
+) -> None:
+    ckpt = tiny_run["run"] / "checkpoints" / "last.ckpt"
+    photos = tiny_run["work"] / "photos"
+    photos.mkdir()
+    Image.new("RGB", (70, 90), (120, 80, 60)).save(photos / "big.jpg")
+    Image.open(tiny_run["data"] / "images" / "0000.jpg").save(photos / "small.png")
+    (photos / "notes.txt").write_text("not an image")
+    out = tiny_run["work"] / "pred"
+    args = [f"ckpt={ckpt}", f"input={photos}", f"output={out}"]
+    proc = run("fashionseg.predict", *args, cwd=tiny_run["work"])
+    assert "2 predicted" in proc.stdout and "1 skipped" in proc.stdout
+    label = Image.open(out / "big.png")
+    assert label.mode == "P" and label.size == (70, 90)
+    assert Image.open(out / "small.png").size == (48, 64)
+    assert Image.open(out / "big_overlay.jpg").size == (70, 90)
+    before = (out / "big.png").stat().st_mtime_ns
+    proc = run("fashionseg.predict", *args, cwd=tiny_run["work"])
+    assert "0 predicted, 2 already done" in proc.stdout
+    assert (out / "big.png").stat().st_mtime_ns == before
+    proc = run("fashionseg.predict", *args, "overwrite=true", cwd=tiny_run["work"])
+    assert "2 predicted" in proc.stdout
