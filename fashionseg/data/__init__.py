@@ -1,0 +1,1 @@
+"""Datasets, the DataModule, the synthetic generator, the CCP converter and the checker."""

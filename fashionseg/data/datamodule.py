@@ -1,0 +1,189 @@
+"""LightningDataModule: checked files, a reproducible train/val/test split, loaders."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from fashionseg.data.dataset import FashionDataset
+from fashionseg.data.io import DataError, check_dataset, find_samples, raise_problems
+from fashionseg.data.targets import INSTANCE_MODES
+from fashionseg.data.transforms import build_train_transforms
+from fashionseg.io_utils import write_json
+from fashionseg.tasks import get_task
+
+SPLITS = ("train", "val", "test")
+
+
+def collate(batch: list[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
+    """Batches as lists of images and targets, as torchvision detection models take them."""
+    images, targets = zip(*batch, strict=True)
+    return list(images), list(targets)
+
+
+def split_stems(stems: Sequence[str], ratios: Sequence[float], seed: int) -> dict[str, list[str]]:
+    """Shuffle ``stems`` with ``seed`` and cut them by ``ratios`` (train, val, test)."""
+    ratios = [float(r) for r in ratios]
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or not math.isclose(sum(ratios), 1.0,
+                                                                          abs_tol=1e-6):
+        raise DataError(f"data.split {ratios}: need three non-negative ratios summing to 1")
+    order = sorted(stems)
+    random.Random(seed).shuffle(order)
+    n_train = round(ratios[0] * len(order))
+    n_val = round(ratios[1] * len(order))
+    parts = {"train": order[:n_train], "val": order[n_train : n_train + n_val],
+             "test": order[n_train + n_val :]}
+    empty = [name for name, part in parts.items() if not part]
+    if empty:
+        raise DataError(
+            f"data.split {ratios} leaves the {'/'.join(empty)} split empty with {len(order)} images"
+        )
+    return parts
+
+
+class FashionDataModule(L.LightningDataModule):
+    """The dataset at ``root`` for one task, split 50/10/40 by default.
+
+    ``setup`` checks every file before any training step (all problems in one error),
+    then splits deterministically from ``seed`` or reproduces a run's ``manifest``
+    (``split.json``). ``generate`` (a dict of :func:`fashionseg.data.synthetic.generate`
+    arguments) fills an empty ``root`` with synthetic data first.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        task: str = "person",
+        split: Sequence[float] = (0.5, 0.1, 0.4),
+        seed: int = 0,
+        manifest: str | None = None,
+        instances: str = "class",
+        min_area: int = 0,
+        hflip: float = 0.0,
+        scale_jitter: Sequence[float] | None = None,
+        color_jitter: float = 0.0,
+        batch_size: int = 10,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        generate: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        get_task(task)
+        if instances not in INSTANCE_MODES:
+            raise ValueError(
+                f"unknown data.instances {instances!r}: choose one of {', '.join(INSTANCE_MODES)}"
+            )
+        split = [float(r) for r in split]
+        scale_jitter = [float(s) for s in scale_jitter] if scale_jitter else None
+        generate = dict(generate) if generate else None
+        self.save_hyperparameters(
+            {
+                "root": str(root), "task": task, "split": split, "seed": int(seed),
+                "manifest": manifest, "instances": instances, "min_area": int(min_area),
+                "hflip": float(hflip), "scale_jitter": scale_jitter,
+                "color_jitter": float(color_jitter), "batch_size": int(batch_size),
+                "eval_batch_size": eval_batch_size, "num_workers": int(num_workers),
+                "pin_memory": bool(pin_memory), "persistent_workers": bool(persistent_workers),
+                "generate": generate,
+            }
+        )
+        self.root = Path(root)
+        self.task = task
+        self.split_stems: dict[str, list[str]] = {}
+        self._datasets: dict[str, FashionDataset] = {}
+
+    def prepare_data(self) -> None:
+        """Generate synthetic data into an empty ``root`` when ``generate`` is set."""
+        if self.hparams.generate and not (self.root / "images").exists():
+            from fashionseg.data.synthetic import generate
+
+            generate(self.root, **self.hparams.generate)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Check every file, then split (once; later calls reuse the split)."""
+        if self.split_stems:
+            return
+        self.prepare_data()
+        raise_problems(check_dataset(self.root, self.task))
+        stems = [s.stem for s in find_samples(self.root, self.task)]
+        if self.hparams.manifest:
+            self.split_stems = self._read_manifest(Path(self.hparams.manifest), set(stems))
+        else:
+            self.split_stems = split_stems(stems, self.hparams.split, self.hparams.seed)
+        self.split_stems["all"] = sorted(stems)
+
+    def _read_manifest(self, path: Path, known: set[str]) -> dict[str, list[str]]:
+        try:
+            data = json.loads(path.read_text())
+            parts = {name: [str(s) for s in data[name]] for name in SPLITS}
+        except FileNotFoundError:
+            raise DataError(f"{path}: split manifest not found") from None
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise DataError(f"{path}: not a split manifest ({type(err).__name__}: {err})") from None
+        missing = [s for part in parts.values() for s in part if s not in known]
+        if missing:
+            raise DataError(
+                f"{path}: {len(missing)} listed image(s) not in {self.root}, e.g. {missing[:3]}"
+            )
+        return parts
+
+    def write_manifest(self, path: str | Path) -> Path:
+        """Save the split (stems per split) as JSON; give it back as ``manifest``."""
+        if not self.split_stems:
+            self.setup()
+        data = {"task": self.task, "root": str(self.root), "seed": self.hparams.seed,
+                "split": self.hparams.split}
+        data.update({name: self.split_stems[name] for name in SPLITS})
+        return write_json(path, data)
+
+    def dataset(self, split: str) -> FashionDataset:
+        """The dataset of ``split`` (train | val | test | all); train is augmented."""
+        if split not in (*SPLITS, "all"):
+            raise ValueError(f"unknown split {split!r}: choose one of train, val, test, all")
+        if not self.split_stems:
+            self.setup()
+        if split not in self._datasets:
+            hp = self.hparams
+            transforms = None
+            if split == "train":
+                transforms = build_train_transforms(hp.hflip, hp.scale_jitter, hp.color_jitter)
+            self._datasets[split] = FashionDataset(
+                self.root, self.task, self.split_stems[split], hp.instances, hp.min_area,
+                transforms,
+            )
+        return self._datasets[split]
+
+    def dataloader(self, split: str) -> DataLoader:
+        """A loader over ``split``; only train shuffles."""
+        hp = self.hparams
+        train = split == "train"
+        return DataLoader(
+            self.dataset(split),
+            batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
+            shuffle=train,
+            num_workers=hp.num_workers,
+            pin_memory=hp.pin_memory,
+            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+            collate_fn=collate,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.dataloader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self.dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.dataloader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.dataloader("test")

@@ -1,0 +1,72 @@
+"""The dataset of one task: photos as float tensors, masks as Mask R-CNN targets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from fashionseg.data.io import DataError, Sample, find_samples, read_image, read_mask
+from fashionseg.data.targets import mask_to_target
+from fashionseg.tasks import get_task
+
+
+class FashionDataset(Dataset):
+    """Photos and targets of one task (``person`` or ``clothing``).
+
+    Item ``i`` is ``(image, target)``: ``image`` float32 3 x H x W with pixel values / 255;
+    ``target`` holds ``masks`` (N x H x W uint8), ``boxes`` (N x 4 float32, x1 y1 x2 y2),
+    ``labels`` (N int64), ``semantic`` (H x W int64 label map, what IoU is scored on),
+    ``image_id`` (int64) and ``stem``. ``stems`` restricts it to a split (in that order).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        task: str,
+        stems: Sequence[str] | None = None,
+        instances: str = "class",
+        min_area: int = 0,
+        transforms: Callable[[torch.Tensor, dict[str, Any]], tuple] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.task = get_task(task)
+        samples = find_samples(self.root, self.task)
+        if stems is not None:
+            by_stem = {s.stem: s for s in samples}
+            missing = [s for s in stems if s not in by_stem]
+            if missing:
+                raise DataError(
+                    f"{self.root}: {len(missing)} requested image(s) not in the dataset, "
+                    f"e.g. {missing[:3]}"
+                )
+            samples = [by_stem[s] for s in stems]
+        self.samples: list[Sample] = samples
+        self.instances = instances
+        self.min_area = min_area
+        self.transforms = transforms
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        sample = self.samples[index]
+        image = read_image(sample.image).float().div_(255)
+        ids = read_mask(sample.mask, self.task)
+        if tuple(ids.shape) != tuple(image.shape[1:]):
+            raise DataError(
+                f"{sample.mask}: mask size {ids.shape[1]}x{ids.shape[0]} does not match photo "
+                f"size {image.shape[2]}x{image.shape[1]} (W x H)"
+            )
+        target: dict[str, Any] = mask_to_target(
+            ids, self.task.num_classes, self.instances, self.min_area
+        )
+        target["semantic"] = torch.from_numpy(ids).to(torch.int64)
+        target["image_id"] = torch.tensor(index, dtype=torch.int64)
+        target["stem"] = sample.stem
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target

@@ -1,0 +1,133 @@
+"""Training augmentation on ``(image, target)`` pairs, applied consistently.
+
+Each transform takes and returns ``(image, target)``: ``image`` float 3 x H x W in [0, 1],
+``target`` with ``masks`` (N x H x W uint8), ``boxes`` (N x 4), ``labels`` and
+``semantic`` (H x W int64). Geometric transforms move all of them together and
+recompute the boxes from the masks.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import Tensor
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from fashionseg.data.targets import boxes_of
+
+Target = dict[str, Any]
+Pair = tuple[Tensor, Target]
+
+
+class Compose:
+    """Apply transforms in order."""
+
+    def __init__(self, transforms: Sequence[Callable[[Tensor, Target], Pair]]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, image: Tensor, target: Target) -> Pair:
+        for t in self.transforms:
+            image, target = t(image, target)
+        return image, target
+
+    def __repr__(self) -> str:
+        return f"Compose({self.transforms})"
+
+
+class RandomHorizontalFlip:
+    """Mirror image, masks, label map and boxes with probability ``p``."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def __call__(self, image: Tensor, target: Target) -> Pair:
+        if random.random() >= self.p:
+            return image, target
+        width = image.shape[-1]
+        target = dict(target)
+        target["masks"] = target["masks"].flip(-1)
+        target["semantic"] = target["semantic"].flip(-1)
+        boxes = target["boxes"].clone()
+        boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]  # pixel-edge coordinates
+        target["boxes"] = boxes
+        return image.flip(-1), target
+
+    def __repr__(self) -> str:
+        return f"RandomHorizontalFlip(p={self.p})"
+
+
+class RandomScale:
+    """Rescale by a factor drawn from ``[min_scale, max_scale]`` (scale jitter).
+
+    The image is resized bilinearly, masks and label map by nearest neighbour; boxes are
+    recomputed from the masks and objects that vanish are dropped.
+    """
+
+    def __init__(self, min_scale: float = 0.75, max_scale: float = 1.25) -> None:
+        if not 0 < min_scale <= max_scale:
+            raise ValueError(f"scale jitter needs 0 < min <= max, got [{min_scale}, {max_scale}]")
+        self.min_scale, self.max_scale = min_scale, max_scale
+
+    def __call__(self, image: Tensor, target: Target) -> Pair:
+        scale = random.uniform(self.min_scale, self.max_scale)
+        height, width = image.shape[-2:]
+        size = [max(round(height * scale), 1), max(round(width * scale), 1)]
+        image = F.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        nearest = InterpolationMode.NEAREST
+        target = dict(target)
+        target["semantic"] = F.resize(target["semantic"][None], size, interpolation=nearest)[0]
+        masks = target["masks"]
+        if masks.shape[0]:
+            masks = F.resize(masks, size, interpolation=nearest)
+        else:
+            masks = masks.new_zeros((0, *size))
+        keep = masks.flatten(1).any(1)
+        target["masks"] = masks[keep]
+        target["labels"] = target["labels"][keep]
+        target["boxes"] = boxes_of(target["masks"])
+        return image, target
+
+    def __repr__(self) -> str:
+        return f"RandomScale({self.min_scale}, {self.max_scale})"
+
+
+class ColorJitter:
+    """Random brightness, contrast and saturation (each factor in ``[1-s, 1+s]``), hue."""
+
+    def __init__(self, strength: float = 0.3, hue: float = 0.02) -> None:
+        self.strength, self.hue = strength, hue
+
+    def __call__(self, image: Tensor, target: Target) -> Pair:
+        s = self.strength
+        ops = [
+            (F.adjust_brightness, random.uniform(1 - s, 1 + s)),
+            (F.adjust_contrast, random.uniform(1 - s, 1 + s)),
+            (F.adjust_saturation, random.uniform(1 - s, 1 + s)),
+            (F.adjust_hue, random.uniform(-self.hue, self.hue)),
+        ]
+        random.shuffle(ops)
+        for op, factor in ops:
+            image = op(image, factor)
+        return image.clamp(0, 1), target
+
+    def __repr__(self) -> str:
+        return f"ColorJitter(strength={self.strength}, hue={self.hue})"
+
+
+def build_train_transforms(
+    hflip: float = 0.0,
+    scale_jitter: Sequence[float] | None = None,
+    color_jitter: float = 0.0,
+) -> Compose | None:
+    """The training augmentation from config values (``None`` when there is none)."""
+    transforms: list[Callable[[Tensor, Target], Pair]] = []
+    if scale_jitter:
+        transforms.append(RandomScale(*scale_jitter))
+    if hflip > 0:
+        transforms.append(RandomHorizontalFlip(hflip))
+    if color_jitter > 0:
+        transforms.append(ColorJitter(color_jitter))
+    return Compose(transforms) if transforms else None
