@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from omegaconf import Container, OmegaConf
 from torch import Tensor
 
 from fashionseg.fusion import METHODS, fuse, fuse_sweep
@@ -29,6 +30,13 @@ DEFAULT_OPTIMIZER: dict[str, Any] = {
     "weight_decay": 0.0,
 }
 TARGET_KEYS = ("boxes", "labels", "masks")
+
+
+def _plain(value: Any) -> Any:
+    """Hydra/OmegaConf containers -> plain dicts and lists (checkpoints stay weights-only)."""
+    if isinstance(value, Container):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
 class NonFiniteLossError(RuntimeError):
@@ -62,8 +70,12 @@ class SegmentationModule(L.LightningModule):
         threshold: float | None = None,
     ) -> None:
         super().__init__()
+        net, optimizer, scheduler, fusion, thresholds = (
+            _plain(x) for x in (net, optimizer, scheduler, fusion, thresholds)
+        )
         fusion = {"method": "seed", "mask_threshold": 0.5, "per_class_thresholds": False,
-                  **dict(fusion or {})}
+                  **(fusion or {})}
+        fusion.pop("thresholds", None)  # the swept list is its own argument
         if fusion["method"] not in METHODS:
             raise ValueError(
                 f"unknown fusion.method {fusion['method']!r}: choose one of {', '.join(METHODS)}"
@@ -163,12 +175,12 @@ class SegmentationModule(L.LightningModule):
         result = self.val_sweep.compute()
         self.val_sweep.reset()
         best = int(result["best_index"])
-        miou = result["miou"]
+        miou = result["miou"].reshape(-1)
         for t, value in zip(self.hparams.thresholds, miou.tolist(), strict=True):
             self.log(f"val_sweep/miou@{t:.2f}", value)
         self.log("val/miou", miou[best].item(), prog_bar=True)
         self.log("val/best_threshold", float(result["best_threshold"]))
-        self.log("val/pixel_accuracy", result["pixel_accuracy"][best].item())
+        self.log("val/pixel_accuracy", result["pixel_accuracy"].reshape(-1)[best].item())
         for name, value in zip(self.task.class_names, result["iou"][best].tolist(), strict=True):
             self.log(f"val/iou/{name}", value)
         if not self.trainer.sanity_checking:
@@ -195,9 +207,10 @@ class SegmentationModule(L.LightningModule):
             threshold=self.score_threshold,
             class_thresholds=class_thresholds,
         )
-        self.log("test/miou", self.test_results["miou"])
-        self.log("test/pixel_accuracy", self.test_results["pixel_accuracy"])
-        for name, value in self.test_results["iou"].items():
+        # torchmetrics squeezes one-element results: flatten the T = 1 axis explicitly
+        self.log("test/miou", float(result["miou"].reshape(-1)[0]))
+        self.log("test/pixel_accuracy", float(result["pixel_accuracy"].reshape(-1)[0]))
+        for name, value in zip(self.task.class_names, result["iou"][0].tolist(), strict=True):
             self.log(f"test/iou/{name}", value)
 
     # ------------------------------------------------------------------- predict

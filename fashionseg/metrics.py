@@ -1,0 +1,258 @@
+"""Confusion-matrix metrics: per-class IoU, threshold sweeps, tables and plots.
+
+Confusion matrices are ``[C, C]`` with rows = target class and columns = predicted class.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from fashionseg.io_utils import atomic_path
+
+
+def iou_from_confmat(cm: Tensor) -> Tensor:
+    """Per-class IoU ``TP / (TP + FP + FN)`` of ``[..., C, C]``; NaN where the denominator is 0."""
+    cm = cm.double()
+    tp = cm.diagonal(dim1=-2, dim2=-1)
+    denom = cm.sum(dim=-1) + cm.sum(dim=-2) - tp
+    return torch.where(denom > 0, tp / denom.clamp_min(1), torch.nan)
+
+
+def mean_iou(iou: Tensor) -> Tensor:
+    """Mean over the last (class) axis ignoring NaN classes; NaN if every class is NaN."""
+    return torch.nanmean(iou, dim=-1)
+
+
+def pixel_accuracy(cm: Tensor) -> Tensor:
+    """Fraction of correctly labelled pixels of ``[..., C, C]``; NaN when there are no pixels."""
+    cm = cm.double()
+    total = cm.sum(dim=(-2, -1))
+    correct = cm.diagonal(dim1=-2, dim2=-1).sum(dim=-1)
+    return torch.where(total > 0, correct / total.clamp_min(1), torch.nan)
+
+
+def best_threshold_index(miou: Tensor) -> int:
+    """Index of the highest value of ``miou [T]``; ties go to the lower index, NaN counts lowest."""
+    values = torch.nan_to_num(miou.double(), nan=-math.inf)
+    # torch.argmax returns the first maximal index.
+    return int(torch.argmax(values))
+
+
+def per_class_thresholds(iou: Tensor, thresholds: Tensor | Sequence[float]) -> Tensor:
+    """Each class's own best threshold from ``iou [T, C]`` over ascending ``thresholds [T]``.
+
+    A class takes the threshold maximising its IoU (ties to the lower threshold, NaN
+    counts lowest). Entry 0 (background) and classes whose IoU is NaN at every
+    threshold take the threshold of the best mean IoU.
+    """
+    thresholds = torch.as_tensor(thresholds, dtype=torch.float64)
+    if iou.dim() != 2 or iou.shape[0] != thresholds.shape[0]:
+        raise ValueError(
+            f"iou must be [T, C] with T = {thresholds.shape[0]}, got {tuple(iou.shape)}"
+        )
+    values = torch.nan_to_num(iou.double().cpu(), nan=-math.inf)
+    result = thresholds[torch.argmax(values, dim=0)]
+    best = thresholds[best_threshold_index(mean_iou(iou).cpu())]
+    all_nan = torch.isnan(iou).all(dim=0).cpu()
+    result[all_nan] = best
+    result[0] = best
+    return result
+
+
+class ThresholdSweep(Metric):
+    """Confusion matrices of fused label maps at ``T`` score thresholds at once.
+
+    State ``confmat`` is int64 ``[T, C, C]`` summed across processes, so the result is
+    DDP-correct. With one threshold it scores a fixed fusion (the test stage).
+
+    Args:
+        num_classes: number of classes C, background included.
+        thresholds: ascending score thresholds, one per map of ``update``'s ``preds``.
+        ignore_index: target value whose pixels are not counted.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    confmat: Tensor
+
+    def __init__(
+        self,
+        num_classes: int,
+        thresholds: Sequence[float],
+        ignore_index: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        if num_classes < 1 or not self.thresholds:
+            raise ValueError(
+                f"need num_classes >= 1 and at least one threshold, got {num_classes} "
+                f"and {len(self.thresholds)}"
+            )
+        if list(self.thresholds) != sorted(self.thresholds):
+            raise ValueError(f"thresholds must be ascending, got {list(self.thresholds)}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        shape = (len(self.thresholds), num_classes, num_classes)
+        self.add_state("confmat", torch.zeros(shape, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        """Count ``preds`` (``[T, H, W]`` or ``[B, T, H, W]``) against ``target`` (``[H, W]``/``[B, H, W]``).
+
+        Uses one ``bincount`` over the flat index ``t*C*C + target*C + pred``.
+        """
+        num_t, c = len(self.thresholds), self.num_classes
+        if preds.dim() == 3:
+            preds = preds[None]
+        if target.dim() == 2:
+            target = target[None]
+        if preds.dim() != 4 or preds.shape[1] != num_t or target.shape != (
+            preds.shape[0],
+            *preds.shape[2:],
+        ):
+            raise ValueError(
+                f"preds {tuple(preds.shape)} must be [B, {num_t}, H, W] matching "
+                f"target {tuple(target.shape)} [B, H, W]"
+            )
+        target = target.to(device=preds.device, dtype=torch.int64)
+        preds = preds.to(torch.int64)
+        offsets = torch.arange(num_t, device=preds.device)[None, :, None, None] * (c * c)
+        index = offsets + target[:, None] * c + preds
+        if self.ignore_index is not None:
+            index = index.masked_select((target != self.ignore_index)[:, None])
+        counts = torch.bincount(index.flatten(), minlength=num_t * c * c)
+        if counts.numel() != num_t * c * c:
+            raise ValueError(f"class id outside [0, {c}) in preds or target")
+        self.confmat += counts.view(num_t, c, c)
+
+    def compute(self) -> dict[str, Any]:
+        """Metrics for every threshold and the chosen one(s).
+
+        Returns a dict with ``confmat`` ``[T, C, C]``, ``iou`` ``[T, C]``, ``miou`` ``[T]``,
+        ``pixel_accuracy`` ``[T]``, ``thresholds`` ``[T]``, ``best_index`` (int: highest
+        mIoU, ties to the lower threshold), ``best_threshold`` (float) and
+        ``class_thresholds`` ``[C]`` (see :func:`per_class_thresholds`).
+        """
+        confmat = self.confmat
+        iou = iou_from_confmat(confmat)
+        miou = mean_iou(iou)
+        thresholds = torch.tensor(self.thresholds, dtype=torch.float64)
+        best = best_threshold_index(miou)
+        return {
+            "confmat": confmat,
+            "iou": iou,
+            "miou": miou,
+            "pixel_accuracy": pixel_accuracy(confmat),
+            "thresholds": thresholds,
+            "best_index": best,
+            "best_threshold": self.thresholds[best],
+            "class_thresholds": per_class_thresholds(iou, thresholds),
+        }
+
+
+def _optional_float(value: Tensor | float) -> float | None:
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def metrics_dict(
+    cm: Tensor,
+    class_names: Sequence[str],
+    threshold: float | None = None,
+    class_thresholds: Sequence[float] | Tensor | None = None,
+) -> dict[str, Any]:
+    """JSON-ready metrics of one ``[C, C]`` confusion matrix (NaN becomes ``None``)."""
+    cm = torch.as_tensor(cm).cpu()
+    if cm.shape != (len(class_names), len(class_names)):
+        raise ValueError(
+            f"confusion matrix {tuple(cm.shape)} does not match {len(class_names)} class names"
+        )
+    iou = iou_from_confmat(cm)
+    per_class = None
+    if class_thresholds is not None:
+        values = torch.as_tensor(class_thresholds, dtype=torch.float64).tolist()
+        per_class = dict(zip(class_names, values, strict=True))
+    return {
+        "iou": {name: _optional_float(v) for name, v in zip(class_names, iou, strict=True)},
+        "miou": _optional_float(mean_iou(iou)),
+        "pixel_accuracy": _optional_float(pixel_accuracy(cm)),
+        "confusion_matrix": cm.to(torch.int64).tolist(),
+        "class_names": list(class_names),
+        "threshold": None if threshold is None else float(threshold),
+        "class_thresholds": per_class,
+    }
+
+
+def _percent(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    return f"{100.0 * value:.2f}"
+
+
+def format_table(
+    iou: Tensor | Sequence[float],
+    class_names: Sequence[str],
+    pixel_acc: float | Tensor | None = None,
+    title: str | None = None,
+) -> str:
+    """Markdown table: each class's own IoU (%), the mean IoU, then pixel accuracy (%).
+
+    The mean is the NaN-ignoring mean over all classes, background included; NaN
+    prints ``n/a``. The pixel accuracy row is left out when ``pixel_acc`` is None.
+    """
+    iou = torch.as_tensor(iou, dtype=torch.float64).cpu()
+    if iou.shape != (len(class_names),):
+        raise ValueError(f"iou {tuple(iou.shape)} does not match {len(class_names)} class names")
+    lines = [f"## {title}", ""] if title else []
+    lines += ["| class | IoU (%) |", "|---|---:|"]
+    lines += [f"| {name} | {_percent(float(v))} |" for name, v in zip(class_names, iou, strict=True)]
+    lines.append(f"| **mean IoU** | {_percent(float(mean_iou(iou)))} |")
+    if pixel_acc is not None:
+        lines.append(f"| pixel accuracy | {_percent(float(pixel_acc))} |")
+    return "\n".join(lines)
+
+
+def save_confusion_png(
+    cm: Tensor, class_names: Sequence[str], path: str | os.PathLike[str]
+) -> Path:
+    """Plot ``cm`` row-normalised (percent of each target class) and save it atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    counts = np.asarray(torch.as_tensor(cm).cpu(), dtype=np.float64)
+    c = len(class_names)
+    if counts.shape != (c, c):
+        raise ValueError(f"confusion matrix {counts.shape} does not match {c} class names")
+    row_sums = counts.sum(axis=1, keepdims=True)
+    percent = np.divide(100.0 * counts, row_sums, out=np.zeros_like(counts), where=row_sums > 0)
+
+    size = 1.5 + 0.8 * c
+    fig = Figure(figsize=(size + 1.0, size))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(percent, cmap="Blues", vmin=0.0, vmax=100.0)
+    fig.colorbar(image, ax=ax, label="% of target class")
+    ax.set_xticks(range(c), labels=list(class_names), rotation=45, ha="right")
+    ax.set_yticks(range(c), labels=list(class_names))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("target")
+    for row in range(c):
+        for col in range(c):
+            color = "white" if percent[row, col] > 50 else "black"
+            ax.text(col, row, f"{percent[row, col]:.1f}", ha="center", va="center",
+                    color=color, fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return path
