@@ -19,8 +19,8 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fashionseg.io_utils import write_json
 from fashionseg.data.datamodule import FashionDataModule
+from fashionseg.io_utils import write_json
 from fashionseg.model.checkpoint import module_from_checkpoint, read_checkpoint
 from fashionseg.results import write_results
 
@@ -40,16 +40,23 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"unknown data.split {split!r}: choose one of {', '.join(SPLITS)}")
     ckpt = read_checkpoint(cfg.ckpt)
     module = module_from_checkpoint(
-        ckpt, cfg.ckpt, task=cfg.get("task"), threshold=cfg.get("threshold"),
+        ckpt,
+        cfg.ckpt,
+        task=cfg.get("task"),
+        threshold=cfg.get("threshold"),
         thresholds=cfg.get("thresholds"),
     )
-    overrides = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()
-                 if v is not None and k != "split"}
+    overrides = {
+        k: v
+        for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()
+        if v is not None and k != "split"
+    }
     data_kwargs = {**ckpt.get("datamodule_hyper_parameters", {}), **overrides}
     if split != "all" and data_kwargs.get("manifest") is None:
         data_kwargs["manifest"] = str(run_manifest(cfg.ckpt) or "") or None
-    data_kwargs.update(task=module.task.name, generate=None, hflip=0.0, scale_jitter=None,
-                       color_jitter=0.0)
+    data_kwargs.update(
+        task=module.task.name, generate=None, hflip=0.0, scale_jitter=None, color_jitter=0.0
+    )
     datamodule = FashionDataModule(**data_kwargs)
     datamodule.setup("test")
     loader = datamodule.dataloader(split)
@@ -58,12 +65,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("thresholds"):
         trainer.validate(module, dataloaders=loader, verbose=False)
         sweep = module.last_val_result
-        rows = {f"{t:.2f}": v for t, v in zip(module.hparams.thresholds, sweep["miou"].tolist(), strict=True)}
+        rows = {
+            f"{t:.2f}": v
+            for t, v in zip(module.hparams.thresholds, sweep["miou"].tolist(), strict=True)
+        }
         print("score threshold -> mIoU")
         for t, v in rows.items():
             print(f"  {t}  {100 * v:6.2f}")
         print(f"best threshold: {float(sweep['best_threshold']):.2f}")
-        write_json(out_dir / "threshold_sweep.json", {"miou": rows, "best_threshold": float(sweep["best_threshold"])})
+        write_json(
+            out_dir / "threshold_sweep.json",
+            {"miou": rows, "best_threshold": float(sweep["best_threshold"])},
+        )
         module.hparams.threshold = float(sweep["best_threshold"])
     trainer.test(module, dataloaders=loader, verbose=False)
     results = dict(module.test_results or {})

@@ -51,8 +51,9 @@ def _paint_ranks(scores: Tensor, method: str) -> Tensor:
     return ranks
 
 
-def _argmax_map(labels: Tensor, scores: Tensor, probs: Tensor, mask_threshold: float
-                ) -> tuple[Tensor, Tensor]:
+def _argmax_map(
+    labels: Tensor, scores: Tensor, probs: Tensor, mask_threshold: float
+) -> tuple[Tensor, Tensor]:
     """Per pixel the best ``score x prob`` among covering instances, and its class."""
     value = torch.where(probs > mask_threshold, probs * scores[:, None, None], 0.0)
     best, winner = value.max(0)
@@ -112,8 +113,9 @@ def fuse(
     """One image's instances -> int64 [H, W] label map (see the module docstring)."""
     if class_thresholds is None:
         thr = torch.tensor([float(threshold)], device=masks.device)
-        return fuse_sweep(labels, scores, masks, thr, method=method,
-                          mask_threshold=mask_threshold)[0]
+        return fuse_sweep(labels, scores, masks, thr, method=method, mask_threshold=mask_threshold)[
+            0
+        ]
     probs = _check(method, masks)
     n, height, width = probs.shape
     out = torch.zeros((height, width), dtype=torch.int64, device=probs.device)

@@ -55,8 +55,12 @@ def list_inputs(path: str | Path) -> list[Path]:
     raise FileNotFoundError(f"{path}: no such file or directory")
 
 
-def overlay(image: torch.Tensor, label_map: torch.Tensor, colors: Sequence[tuple[int, int, int]],
-            alpha: float = 0.5) -> torch.Tensor:
+def overlay(
+    image: torch.Tensor,
+    label_map: torch.Tensor,
+    colors: Sequence[tuple[int, int, int]],
+    alpha: float = 0.5,
+) -> torch.Tensor:
     """``image`` (uint8 3xHxW) with each non-background class painted in its colour."""
     classes = torch.arange(1, len(colors), device=label_map.device)
     masks = label_map[None] == classes[:, None, None]

@@ -26,6 +26,8 @@ def write_results(
     write_json(out_dir / "metrics.json", dict(results))
     write_text(out_dir / "results.md", table + "\n")
     save_confusion_png(
-        torch.tensor(results["confusion_matrix"]), task.class_names, out_dir / "confusion_matrix.png"
+        torch.tensor(results["confusion_matrix"]),
+        task.class_names,
+        out_dir / "confusion_matrix.png",
     )
     return table

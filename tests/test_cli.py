@@ -36,7 +36,10 @@ TINY = [
 
 def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -52,8 +55,12 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     data = generate(work / "data", num_images=10, seed=3, height=64, width=48)
     run_dir = work / "run"
     proc = run(
-        "fashionseg.train", "task=clothing", f"data.root={data}", f"hydra.run.dir={run_dir}",
-        *TINY, cwd=work,
+        "fashionseg.train",
+        "task=clothing",
+        f"data.root={data}",
+        f"hydra.run.dir={run_dir}",
+        *TINY,
+        cwd=work,
     )
     return {"work": work, "data": data, "run": run_dir, "stdout": proc.stdout}
 
@@ -68,8 +75,15 @@ def test_train_leaves_a_complete_run_directory(tiny_run: dict[str, Path]) -> Non
     split = json.loads((run_dir / "split.json").read_text())
     assert (len(split["train"]), len(split["val"]), len(split["test"])) == (5, 1, 4)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics["iou"]) == {"background", "skin", "hair", "tshirt", "shoes", "pants",
-                                   "dress"}
+    assert set(metrics["iou"]) == {
+        "background",
+        "skin",
+        "hair",
+        "tshirt",
+        "shoes",
+        "pants",
+        "dress",
+    }
     assert 0.0 <= metrics["miou"] <= 1.0
     out = str(tiny_run["stdout"])
     assert "mean IoU" in out and str(run_dir) in out and "checkpoint:" in out
@@ -90,8 +104,12 @@ def test_evaluate_scores_every_image(tiny_run: dict[str, Path]) -> None:
     ckpt = tiny_run["run"] / "checkpoints" / "last.ckpt"
     out_dir = tiny_run["work"] / "eval"
     proc = run(
-        "fashionseg.evaluate", f"ckpt={ckpt}", f"data.root={tiny_run['data']}", "data.split=all",
-        f"hydra.run.dir={out_dir}", cwd=tiny_run["work"],
+        "fashionseg.evaluate",
+        f"ckpt={ckpt}",
+        f"data.root={tiny_run['data']}",
+        "data.split=all",
+        f"hydra.run.dir={out_dir}",
+        cwd=tiny_run["work"],
     )
     assert "mean IoU" in proc.stdout
     metrics = json.loads((out_dir / "metrics.json").read_text())
@@ -122,3 +140,22 @@ def test_predict_writes_maps_at_photo_size_and_skips_done_work(
     assert (out / "big.png").stat().st_mtime_ns == before
     proc = run("fashionseg.predict", *args, "overwrite=true", cwd=tiny_run["work"])
     assert "2 predicted" in proc.stdout
+
+
+def test_predict_on_ccp_photos_keeps_each_photo_size(
+    tiny_run: dict[str, Path], ccp_raw: Path
+) -> None:
+    ckpt = tiny_run["run"] / "checkpoints" / "last.ckpt"
+    out = tiny_run["work"] / "pred_ccp"
+    photos = ccp_raw / "photos"
+    run(
+        "fashionseg.predict",
+        f"ckpt={ckpt}",
+        f"input={photos}",
+        f"output={out}",
+        cwd=tiny_run["work"],
+    )
+    for photo in sorted(photos.glob("*.jpg")):
+        label = Image.open(out / f"{photo.stem}.png")
+        assert label.size == Image.open(photo).size, photo.name
+        assert label.mode == "P"

@@ -34,15 +34,24 @@ def test_random_init_heads_and_native_size(num_classes: int) -> None:
 
 
 def test_mobilenet_variant_trains_on_a_tiny_batch() -> None:
-    model = build_maskrcnn("maskrcnn_mobilenet_v3_large_fpn", num_classes=3, weights="none",
-                           min_size=64, max_size=96)
+    model = build_maskrcnn(
+        "maskrcnn_mobilenet_v3_large_fpn", num_classes=3, weights="none", min_size=64, max_size=96
+    )
     masks = torch.zeros(1, 96, 64, dtype=torch.uint8)
     masks[0, 20:60, 10:40] = 1
-    target = {"boxes": torch.tensor([[10.0, 20.0, 39.0, 59.0]]), "labels": torch.tensor([2]),
-              "masks": masks}
+    target = {
+        "boxes": torch.tensor([[10.0, 20.0, 39.0, 59.0]]),
+        "labels": torch.tensor([2]),
+        "masks": masks,
+    }
     losses = model([torch.rand(3, 96, 64)], [target])
-    assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
-                           "loss_rpn_box_reg"}
+    assert set(losses) == {
+        "loss_classifier",
+        "loss_box_reg",
+        "loss_mask",
+        "loss_objectness",
+        "loss_rpn_box_reg",
+    }
     assert all(torch.isfinite(v) for v in losses.values())
 
 

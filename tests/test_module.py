@@ -11,8 +11,12 @@ from torch.utils.data import DataLoader
 from fashionseg.data.datamodule import collate
 from fashionseg.model.module import NonFiniteLossError, SegmentationModule
 
-TINY_NET = {"arch": "maskrcnn_mobilenet_v3_large_fpn", "weights": "none", "min_size": 32,
-            "max_size": 32}
+TINY_NET = {
+    "arch": "maskrcnn_mobilenet_v3_large_fpn",
+    "weights": "none",
+    "min_size": 32,
+    "max_size": 32,
+}
 
 
 class FakeNet(nn.Module):
@@ -29,8 +33,12 @@ class FakeNet(nn.Module):
         masks = torch.zeros(2, 1, 8, 8)
         masks[0, 0, :, :4] = 0.9  # true person, left half
         masks[1, 0, :, 4:] = 0.7  # false positive, right half
-        out = {"labels": torch.tensor([1, 1]), "scores": torch.tensor([0.8, 0.3]), "masks": masks,
-               "boxes": torch.zeros(2, 4)}
+        out = {
+            "labels": torch.tensor([1, 1]),
+            "scores": torch.tensor([0.8, 0.3]),
+            "masks": masks,
+            "boxes": torch.zeros(2, 4),
+        }
         return [out for _ in images]
 
 
@@ -48,8 +56,13 @@ def _module(**kwargs: object) -> SegmentationModule:
 
 
 def _trainer() -> L.Trainer:
-    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False)
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
 
 
 def test_validation_picks_the_lowest_best_threshold_and_keeps_it_in_the_state() -> None:
@@ -82,8 +95,9 @@ def test_test_stage_uses_the_chosen_or_overriding_threshold() -> None:
 
 def test_non_finite_loss_stops_with_the_step_and_terms() -> None:
     module = _module()
-    module.net = FakeNet({"loss_classifier": 0.5, "loss_mask": float("nan"),
-                          "loss_box_reg": float("inf")})
+    module.net = FakeNet(
+        {"loss_classifier": 0.5, "loss_mask": float("nan"), "loss_box_reg": float("inf")}
+    )
     module.train()
     batch = ([torch.zeros(3, 8, 8)], [{"boxes": None, "labels": None, "masks": None}])
     with pytest.raises(NonFiniteLossError, match=r"step 0 .*loss_mask=nan, loss_box_reg=inf"):

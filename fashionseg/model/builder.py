@@ -35,7 +35,10 @@ ARCHS = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_mobilene
 
 _RESNET = {
     "maskrcnn_resnet50_fpn": (maskrcnn_resnet50_fpn, MaskRCNN_ResNet50_FPN_Weights.COCO_V1),
-    "maskrcnn_resnet50_fpn_v2": (maskrcnn_resnet50_fpn_v2, MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1),
+    "maskrcnn_resnet50_fpn_v2": (
+        maskrcnn_resnet50_fpn_v2,
+        MaskRCNN_ResNet50_FPN_V2_Weights.COCO_V1,
+    ),
 }
 
 
@@ -122,13 +125,14 @@ def build_maskrcnn(
             log.warning(
                 "COCO weights for %s could not be loaded (%s): training from random init. "
                 "Put %s into %s/checkpoints or set model.net.weights=none to silence this.",
-                arch, str(err).splitlines()[0][:200], coco.url.rsplit("/", 1)[-1], _hub_dir(),
+                arch,
+                str(err).splitlines()[0][:200],
+                coco.url.rsplit("/", 1)[-1],
+                _hub_dir(),
             )
             weights = "none"
     if weights == "coco":
-        model = factory(
-            weights=coco, trainable_backbone_layers=trainable_backbone_layers, **kwargs
-        )
+        model = factory(weights=coco, trainable_backbone_layers=trainable_backbone_layers, **kwargs)
         return replace_heads(model, num_classes)
     return factory(
         weights=None,

@@ -34,13 +34,13 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except (RuntimeError, EOFError, OSError) as err:
         raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
-        raise CheckpointError(f"{path}: not a fashionseg checkpoint (no state_dict/hyper_parameters)")
+        raise CheckpointError(
+            f"{path}: not a fashionseg checkpoint (no state_dict/hyper_parameters)"
+        )
     return ckpt
 
 
-def load_module(
-    path: str | Path, task: str | None = None, **overrides: Any
-) -> SegmentationModule:
+def load_module(path: str | Path, task: str | None = None, **overrides: Any) -> SegmentationModule:
     """Rebuild a :class:`SegmentationModule` from a checkpoint, in eval mode on the CPU.
 
     ``task``, when given, must match the checkpoint's task. ``overrides`` replace

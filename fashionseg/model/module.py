@@ -73,8 +73,12 @@ class SegmentationModule(L.LightningModule):
         net, optimizer, scheduler, fusion, thresholds = (
             _plain(x) for x in (net, optimizer, scheduler, fusion, thresholds)
         )
-        fusion = {"method": "seed", "mask_threshold": 0.5, "per_class_thresholds": False,
-                  **(fusion or {})}
+        fusion = {
+            "method": "seed",
+            "mask_threshold": 0.5,
+            "per_class_thresholds": False,
+            **(fusion or {}),
+        }
         fusion.pop("thresholds", None)  # the swept list is its own argument
         if fusion["method"] not in METHODS:
             raise ValueError(
@@ -154,7 +158,10 @@ class SegmentationModule(L.LightningModule):
         )
         if scheduler is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     # ---------------------------------------------------------------- validation
     def validation_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> None:
@@ -215,6 +222,9 @@ class SegmentationModule(L.LightningModule):
 
     # ------------------------------------------------------------------- predict
     def predict_step(self, batch: Any, batch_idx: int) -> list[Tensor]:
-        images = batch[0] if isinstance(batch, tuple | list) and batch and isinstance(batch[0], list) else batch
+        images = (
+            batch[0]
+            if isinstance(batch, tuple | list) and batch and isinstance(batch[0], list)
+            else batch
+        )
         return [self.fuse_outputs(out) for out in self.net(list(images))]
-
