@@ -1,103 +1,121 @@
-"""Instances -> one label map per image (pure tensor functions, no model needed).
+"""Fuse one image's Mask R-CNN instances into a single per-pixel label map.
 
-Input for one image is torchvision Mask R-CNN's output: ``labels`` [N] (class ids >= 1),
-``scores`` [N] and soft ``masks`` [N, 1, H, W] (or [N, H, W]) of mask probabilities.
-The output is an int64 [H, W] label map, 0 = background. Methods:
+All functions are pure tensor code on the inputs' device. Inputs for one image are
+torchvision Mask R-CNN outputs: ``labels`` int64 ``[N]`` (class ids >= 1), ``scores``
+``[N]`` and ``masks`` ``[N, 1, H, W]`` (or ``[N, H, W]``) mask probabilities. The output
+is an int64 ``[H, W]`` label map where 0 is background.
 
-- ``seed``: the seed report's. Keep instances with ``score > threshold``; paint them in
-  output order (torchvision sorts by descending score, so the least confident kept
-  instance wins overlaps); an instance covers the pixels where its mask probability is
-  ``> mask_threshold``.
-- ``score_order``: as ``seed`` but painted from lowest to highest score, so the most
-  confident instance wins overlaps (on equal scores, the earlier instance wins).
-- ``argmax``: each pixel takes, among the instances covering it (mask probability
-  ``> mask_threshold``), the one with the highest ``score x mask probability``; the pixel
-  stays background unless that value is ``> threshold``.
+An instance is *kept* when ``score > threshold`` (or ``score > class_thresholds[label]``)
+and *covers* the pixels where its mask probability is ``> mask_threshold``. For every
+method a pixel is foreground exactly when some kept instance covers it; the methods
+differ only in which of the kept, covering instances wins the pixel:
 
-``class_thresholds`` (a [C] tensor indexed by class id) replaces the global threshold by
-the threshold of each instance's class. Everything runs on the inputs' device;
-:func:`fuse_sweep` gives the maps for many thresholds at about the cost of one.
+- ``"seed"``: the seed report's painting: instances are painted in output order, later
+  ones overwrite earlier ones. Torchvision sorts outputs by descending score, so the
+  *least* confident kept instance wins overlaps.
+- ``"score_order"``: painted from lowest to highest score, so the most confident instance
+  wins; on equal scores the instance earlier in output order wins.
+- ``"argmax"``: the instance with the highest ``score * mask probability`` (float32) at
+  that pixel; on equal products the higher score wins, then the earlier output index.
+  Instances that are not kept, or do not cover the pixel, never compete: a dropped
+  instance cannot turn a pixel that a kept instance covers into background.
+
+Implementation: instances are visited once by descending score (stable). The instances
+kept at threshold ``t`` are exactly the first ``#(score > t)`` visited, so
+:func:`fuse_sweep` snapshots the running winner after each such prefix and costs about
+one :func:`fuse` at the lowest threshold plus one copy per threshold. Each step is
+vectorised over the pixels and needs only ``[H, W]`` working memory.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-METHODS = ("seed", "score_order", "argmax")
+METHODS: tuple[str, ...] = ("seed", "score_order", "argmax")
 
 
-def _check(method: str, masks: Tensor) -> Tensor:
+def _check_method(method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown fusion method {method!r}: choose one of {', '.join(METHODS)}")
-    if masks.dim() == 4:
+
+
+def _mask_probs(labels: Tensor, scores: Tensor, masks: Tensor) -> Tensor:
+    """Return ``masks`` as ``[N, H, W]`` after checking that the three inputs agree."""
+    if masks.dim() == 4 and masks.shape[1] == 1:
         masks = masks[:, 0]
     if masks.dim() != 3:
-        raise ValueError(f"masks must be N x 1 x H x W or N x H x W, got {tuple(masks.shape)}")
+        raise ValueError(f"masks must be [N, 1, H, W] or [N, H, W], got {tuple(masks.shape)}")
+    n = masks.shape[0]
+    if labels.shape != (n,) or scores.shape != (n,):
+        raise ValueError(
+            f"labels {tuple(labels.shape)} and scores {tuple(scores.shape)} must both be [{n}]"
+        )
     return masks
 
 
-def _paint_ranks(scores: Tensor, method: str) -> Tensor:
-    """1-based painting position of each instance (the highest rank wins a pixel)."""
-    n = scores.numel()
-    index = torch.arange(n, device=scores.device)
-    if method == "seed":
-        return index + 1
-    # ascending score; on ties the earlier instance is painted last (so it wins)
-    by_index_desc = index.flip(0)
-    order = by_index_desc[torch.argsort(scores[by_index_desc], stable=True)]
-    ranks = torch.empty_like(index)
-    ranks[order] = index + 1
-    return ranks
-
-
-def _argmax_map(
-    labels: Tensor, scores: Tensor, probs: Tensor, mask_threshold: float
-) -> tuple[Tensor, Tensor]:
-    """Per pixel the best ``score x prob`` among covering instances, and its class."""
-    value = torch.where(probs > mask_threshold, probs * scores[:, None, None], 0.0)
-    best, winner = value.max(0)
-    return best, labels[winner]
-
-
-def fuse_sweep(
+def _winner_maps(
     labels: Tensor,
     scores: Tensor,
-    masks: Tensor,
-    thresholds: Tensor,
-    *,
-    method: str = "seed",
-    mask_threshold: float = 0.5,
+    probs: Tensor,
+    method: str,
+    mask_threshold: float,
+    counts: list[int],
 ) -> Tensor:
-    """Label maps [T, H, W] for every score threshold in ``thresholds`` at once.
+    """Label maps ``[len(counts), H, W]`` after visiting the ``k`` highest-scoring instances, for each ``k`` in ``counts``.
 
-    Equal to stacking :func:`fuse` for each threshold. The instances are visited once:
-    for ``seed``/``score_order`` a running maximum of painting ranks over instances
-    sorted by descending score gives, for every prefix of kept instances, each pixel's
-    winner; for ``argmax`` the per-pixel best value is computed once and thresholded.
+    Instances are visited by descending score (stable: equal scores keep output order).
     """
-    probs = _check(method, masks)
-    thresholds = torch.as_tensor(thresholds, dtype=torch.float32, device=probs.device)
-    n, height, width = probs.shape
-    out = torch.zeros((thresholds.numel(), height, width), dtype=torch.int64, device=probs.device)
-    if n == 0:
-        return out
-    labels = labels.to(torch.int64)
     if method == "argmax":
-        best, best_label = _argmax_map(labels, scores, probs, mask_threshold)
-        keep = best[None] > thresholds[:, None, None]
-        return torch.where(keep, best_label[None], out)
-    ranks = _paint_ranks(scores, method)
+        return _argmax_maps(labels, scores, probs, mask_threshold, counts)
+    # Each instance gets a distinct key >= 1, higher wins; a pixel keeps the running
+    # maximum of the keys of the visited instances covering it (0 = none).
+    n, height, width = probs.shape
+    device = probs.device
     order = torch.argsort(scores, descending=True, stable=True)
-    covered = (probs[order] > mask_threshold).flatten(1)
-    running = torch.cummax(covered * ranks[order, None].to(torch.int32), dim=0).values
-    kept = (scores[None, :] > thresholds[:, None]).sum(1)  # kept instances form a prefix
-    winner_rank = torch.where(
-        (kept > 0)[:, None], running[(kept - 1).clamp(min=0)], torch.zeros_like(running[:1])
-    )
-    label_of_rank = torch.zeros(n + 1, dtype=torch.int64, device=probs.device)
-    label_of_rank[ranks] = labels
-    return label_of_rank[winner_rank.long()].view(-1, height, width)
+    if method == "seed":
+        keys = order.to(torch.int32) + 1  # the later output index wins
+    else:
+        keys = torch.arange(n, 0, -1, dtype=torch.int32, device=device)  # first visited wins
+    label_of_key = torch.zeros(n + 1, dtype=torch.int64, device=device)
+    label_of_key[keys.long()] = labels[order].to(torch.int64)
+    running = torch.zeros(height, width, dtype=torch.int32, device=device)
+    snapshots = {0: running}
+    wanted = set(counts)
+    for step in range(max(counts, default=0)):
+        covers = probs[order[step]] > mask_threshold
+        running = torch.maximum(running, covers * keys[step])
+        if step + 1 in wanted:
+            snapshots[step + 1] = running
+    maps = torch.empty(len(counts), height, width, dtype=torch.int64, device=device)
+    for out, k in zip(maps, counts, strict=True):
+        torch.index_select(label_of_key, 0, snapshots[k].view(-1), out=out.view(-1))
+    return maps
+
+
+def _argmax_maps(
+    labels: Tensor, scores: Tensor, probs: Tensor, mask_threshold: float, counts: list[int]
+) -> Tensor:
+    """:func:`_winner_maps` for ``argmax``: the strictly greater ``score * prob`` takes a pixel."""
+    height, width = probs.shape[-2:]
+    device = probs.device
+    best_value = torch.full((height, width), -math.inf, device=device)
+    best_label = torch.zeros(height, width, dtype=torch.int64, device=device)
+    snapshots = {0: best_label}
+    order = torch.argsort(scores, descending=True, stable=True)
+    labels = labels.to(torch.int64)
+    wanted = set(counts)
+    for step in range(max(counts, default=0)):
+        i = order[step]
+        value = scores[i].float() * probs[i].float()
+        take = (probs[i] > mask_threshold) & (value > best_value)
+        best_value = torch.where(take, value, best_value)
+        best_label = torch.where(take, labels[i], best_label)
+        if step + 1 in wanted:
+            snapshots[step + 1] = best_label
+    return torch.stack([snapshots[k] for k in counts])
 
 
 def fuse(
@@ -110,26 +128,53 @@ def fuse(
     mask_threshold: float = 0.5,
     class_thresholds: Tensor | None = None,
 ) -> Tensor:
-    """One image's instances -> int64 [H, W] label map (see the module docstring)."""
+    """Fuse one image's instances into an int64 ``[H, W]`` label map (0 = background).
+
+    Args:
+        labels: int64 ``[N]`` class ids (>= 1).
+        scores: ``[N]`` detection scores.
+        masks: ``[N, 1, H, W]`` or ``[N, H, W]`` mask probabilities.
+        method: one of :data:`METHODS` (see the module docstring).
+        threshold: keep instances with ``score > threshold``.
+        mask_threshold: an instance covers the pixels with probability ``> mask_threshold``.
+        class_thresholds: optional ``[C]`` tensor indexed by class id (entry 0 unused);
+            when given, an instance is kept when ``score > class_thresholds[label]`` and
+            ``threshold`` is ignored.
+    """
+    _check_method(method)
+    probs = _mask_probs(labels, scores, masks)
     if class_thresholds is None:
-        thr = torch.tensor([float(threshold)], device=masks.device)
-        return fuse_sweep(labels, scores, masks, thr, method=method, mask_threshold=mask_threshold)[
-            0
-        ]
-    probs = _check(method, masks)
-    n, height, width = probs.shape
-    out = torch.zeros((height, width), dtype=torch.int64, device=probs.device)
-    if n == 0:
-        return out
-    labels = labels.to(torch.int64)
-    class_thresholds = torch.as_tensor(class_thresholds, device=probs.device)
-    if method == "argmax":
-        best, best_label = _argmax_map(labels, scores, probs, mask_threshold)
-        return torch.where(best > class_thresholds[best_label], best_label, out)
-    kept = scores > class_thresholds[labels]
-    ranks = _paint_ranks(scores, method)
-    value = (probs > mask_threshold) & kept[:, None, None]
-    best_rank = (value * ranks[:, None, None]).max(0).values
-    label_of_rank = torch.zeros(n + 1, dtype=torch.int64, device=probs.device)
-    label_of_rank[ranks] = labels
-    return label_of_rank[best_rank]
+        kept = scores > threshold
+    else:
+        class_thresholds = torch.as_tensor(class_thresholds, device=scores.device)
+        kept = scores > class_thresholds.to(scores)[labels]
+    maps = _winner_maps(
+        labels[kept], scores[kept], probs[kept], method, mask_threshold, [int(kept.sum())]
+    )
+    return maps[0]
+
+
+def fuse_sweep(
+    labels: Tensor,
+    scores: Tensor,
+    masks: Tensor,
+    thresholds: Tensor,
+    *,
+    method: str = "seed",
+    mask_threshold: float = 0.5,
+) -> Tensor:
+    """Fuse at every score threshold at once: int64 ``[T, H, W]``.
+
+    Equal to stacking :func:`fuse` over ``thresholds`` (``[T]``, compared in the dtype
+    of ``scores`` like :func:`fuse`'s float threshold) at about the cost of one
+    :func:`fuse` plus one ``[H, W]`` copy per threshold.
+    """
+    _check_method(method)
+    probs = _mask_probs(labels, scores, masks)
+    thresholds = torch.as_tensor(thresholds, device=scores.device)
+    if thresholds.dim() != 1:
+        raise ValueError(f"thresholds must be 1-D, got shape {tuple(thresholds.shape)}")
+    if thresholds.numel() == 0:
+        return torch.zeros(0, *probs.shape[-2:], dtype=torch.int64, device=probs.device)
+    num_kept = (scores[None, :] > thresholds.to(scores)[:, None]).sum(dim=1).tolist()
+    return _winner_maps(labels, scores, probs, method, mask_threshold, num_kept)

@@ -19,12 +19,12 @@ import hydra
 import torch
 from omegaconf import DictConfig
 from PIL import Image
-from torchvision.utils import draw_segmentation_masks
 from tqdm import tqdm
 
 from fashionseg.data.io import DataError, read_image
 from fashionseg.io_utils import atomic_write, save_label_png
 from fashionseg.model.module import SegmentationModule
+from fashionseg.model.visualize import overlay
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -53,18 +53,6 @@ def list_inputs(path: str | Path) -> list[Path]:
     if path.is_dir():
         return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     raise FileNotFoundError(f"{path}: no such file or directory")
-
-
-def overlay(
-    image: torch.Tensor,
-    label_map: torch.Tensor,
-    colors: Sequence[tuple[int, int, int]],
-    alpha: float = 0.5,
-) -> torch.Tensor:
-    """``image`` (uint8 3xHxW) with each non-background class painted in its colour."""
-    classes = torch.arange(1, len(colors), device=label_map.device)
-    masks = label_map[None] == classes[:, None, None]
-    return draw_segmentation_masks(image, masks, alpha=alpha, colors=list(colors[1:]))
 
 
 @torch.no_grad()

@@ -32,3 +32,35 @@ def ccp600() -> Path:
 def ccp_raw() -> Path:
     """16 files in CCP's original layout."""
     return _shared("ccp-raw-sample")
+
+
+def write_tiny_dataset(root: Path, num_images: int = 6, width: int = 8, height: int = 6) -> Path:
+    """A tiny dataset in the project layout: random RGB PNG photos, blocky masks."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for sub in ("images", "person", "clothes"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(num_images):
+        stem = f"{i:03d}"
+        photo = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(photo).save(root / "images" / f"{stem}.png")
+        clothes = np.zeros((height, width), dtype=np.uint8)
+        clothes[1 : height - 1, 2 : width - 2] = rng.integers(1, 7, (height - 2, width - 4))
+        Image.fromarray(clothes).save(root / "clothes" / f"{stem}.png")
+        person = (clothes > 0).astype(np.uint8)
+        Image.fromarray(person).save(root / "person" / f"{stem}.png")
+    return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """Six 8x6 samples (stems 000..005) under tmp_path/data."""
+    return write_tiny_dataset(tmp_path / "data")
+
+
+@pytest.fixture
+def make_tiny_dataset():
+    """The tiny dataset writer: ``make_tiny_dataset(root, num_images=6, width=8, height=6)``."""
+    return write_tiny_dataset

@@ -159,3 +159,30 @@ def test_predict_on_ccp_photos_keeps_each_photo_size(
         label = Image.open(out / f"{photo.stem}.png")
         assert label.size == Image.open(photo).size, photo.name
         assert label.mode == "P"
+
+
+def test_tensorboard_has_losses_threshold_sweep_pictures_and_hparams(
+    tiny_run: dict[str, Path],
+) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tiny_run["run"] / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()
+    scalars = set(tags["scalars"])
+    for name in (
+        "train/loss",
+        "train/loss_mask",
+        "train/loss_classifier",
+        "val/miou",
+        "val/best_threshold",
+        "val_sweep/miou@0.05",
+        "val_sweep/miou@0.90",
+        "val/iou/dress",
+        "test/miou",
+        "lr-AdamW",
+    ):
+        assert name in scalars, name
+    assert {"val/threshold_curve", "val/predictions"} <= set(tags["images"])
+    plugins = events.PluginTagToContent("hparams")
+    assert "_hparams_/session_start_info" in plugins

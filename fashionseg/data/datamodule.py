@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ from fashionseg.data.io import DataError, check_dataset, find_samples, raise_pro
 from fashionseg.data.targets import INSTANCE_MODES
 from fashionseg.data.transforms import build_train_transforms
 from fashionseg.io_utils import write_json
-from fashionseg.tasks import get_task
+from fashionseg.tasks import Task, get_task
 
 SPLITS = ("train", "val", "test")
 
@@ -28,23 +27,70 @@ def collate(batch: list[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
     return list(images), list(targets)
 
 
-def split_stems(stems: Sequence[str], ratios: Sequence[float], seed: int) -> dict[str, list[str]]:
-    """Shuffle ``stems`` with ``seed`` and cut them by ``ratios`` (train, val, test)."""
-    ratios = [float(r) for r in ratios]
-    if len(ratios) != 3 or any(r < 0 for r in ratios) or not math.isclose(sum(ratios), 1.0,
-                                                                          abs_tol=1e-6):
-        raise DataError(f"data.split {ratios}: need three non-negative ratios summing to 1")
+def check_ratios(ratios: Sequence[float]) -> list[float]:
+    """Three non-negative ratios (train, val, test) summing to 1 (tolerance 1e-6)."""
+    values = [float(r) for r in ratios]
+    if len(values) != 3 or any(r < 0 for r in values) or abs(sum(values) - 1.0) > 1e-6:
+        raise DataError(
+            f"data.split {values}: need three non-negative ratios (train, val, test) summing "
+            f"to 1, they sum to {sum(values):g}"
+        )
+    return values
+
+
+def make_split(stems: Sequence[str], ratios: Sequence[float], seed: int) -> dict[str, list[str]]:
+    """Deterministic train/val/test split of ``stems``.
+
+    The sorted stems are shuffled with ``random.Random(seed)``; train takes the first
+    ``round(r_train * n)``, val the next ``round(r_val * n)``, test the rest. DataError when
+    the ratios do not sum to 1 or leave a split empty.
+    """
+    ratios = check_ratios(ratios)
     order = sorted(stems)
     random.Random(seed).shuffle(order)
     n_train = round(ratios[0] * len(order))
     n_val = round(ratios[1] * len(order))
-    parts = {"train": order[:n_train], "val": order[n_train : n_train + n_val],
-             "test": order[n_train + n_val :]}
+    parts = {
+        "train": order[:n_train],
+        "val": order[n_train : n_train + n_val],
+        "test": order[n_train + n_val :],
+    }
     empty = [name for name, part in parts.items() if not part]
     if empty:
         raise DataError(
             f"data.split {ratios} leaves the {'/'.join(empty)} split empty with {len(order)} images"
         )
+    return parts
+
+
+def read_manifest(path: str | Path, known: set[str] | None = None) -> dict[str, list[str]]:
+    """The train/val/test stems of a manifest written by ``write_manifest``.
+
+    DataError (naming the file) for a missing or malformed manifest, a stem listed twice,
+    or (when ``known`` is given) a stem that is not in the dataset.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        parts = {name: [str(s) for s in data[name]] for name in SPLITS}
+    except FileNotFoundError:
+        raise DataError(f"{path}: split manifest not found") from None
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        raise DataError(f"{path}: not a split manifest ({reason})") from None
+    seen: set[str] = set()
+    for name in SPLITS:
+        for stem in parts[name]:
+            if stem in seen:
+                raise DataError(f"{path}: stem {stem!r} is listed twice")
+            seen.add(stem)
+    if known is not None:
+        missing = [s for name in SPLITS for s in parts[name] if s not in known]
+        if missing:
+            raise DataError(
+                f"{path}: stem {missing[0]!r} is not in the dataset "
+                f"({len(missing)} listed stem(s) missing: {', '.join(missing[:5])})"
+            )
     return parts
 
 
@@ -77,22 +123,32 @@ class FashionDataModule(L.LightningDataModule):
         generate: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        task = task.name if isinstance(task, Task) else str(task)
         get_task(task)
         if instances not in INSTANCE_MODES:
             raise ValueError(
                 f"unknown data.instances {instances!r}: choose one of {', '.join(INSTANCE_MODES)}"
             )
-        split = [float(r) for r in split]
+        split = check_ratios(split)
         scale_jitter = [float(s) for s in scale_jitter] if scale_jitter else None
         generate = dict(generate) if generate else None
         self.save_hyperparameters(
             {
-                "root": str(root), "task": task, "split": split, "seed": int(seed),
-                "manifest": manifest, "instances": instances, "min_area": int(min_area),
-                "hflip": float(hflip), "scale_jitter": scale_jitter,
-                "color_jitter": float(color_jitter), "batch_size": int(batch_size),
-                "eval_batch_size": eval_batch_size, "num_workers": int(num_workers),
-                "pin_memory": bool(pin_memory), "persistent_workers": bool(persistent_workers),
+                "root": str(root),
+                "task": task,
+                "split": split,
+                "seed": int(seed),
+                "manifest": str(manifest) if manifest else None,
+                "instances": instances,
+                "min_area": int(min_area),
+                "hflip": float(hflip),
+                "scale_jitter": scale_jitter,
+                "color_jitter": float(color_jitter),
+                "batch_size": int(batch_size),
+                "eval_batch_size": int(eval_batch_size) if eval_batch_size else None,
+                "num_workers": int(num_workers),
+                "pin_memory": bool(pin_memory),
+                "persistent_workers": bool(persistent_workers),
                 "generate": generate,
             }
         )
@@ -102,8 +158,8 @@ class FashionDataModule(L.LightningDataModule):
         self._datasets: dict[str, FashionDataset] = {}
 
     def prepare_data(self) -> None:
-        """Generate synthetic data into an empty ``root`` when ``generate`` is set."""
-        if self.hparams.generate and not (self.root / "images").exists():
+        """Generate synthetic data into ``root`` when it has no images/ and ``generate`` is set."""
+        if self.hparams.generate and not (self.root / "images").is_dir():
             from fashionseg.data.synthetic import generate
 
             generate(self.root, **self.hparams.generate)
@@ -113,35 +169,23 @@ class FashionDataModule(L.LightningDataModule):
         if self.split_stems:
             return
         self.prepare_data()
-        raise_problems(check_dataset(self.root, self.task))
+        raise_problems(check_dataset(self.root, self.task), f"{self.root} (task {self.task})")
         stems = [s.stem for s in find_samples(self.root, self.task)]
         if self.hparams.manifest:
-            self.split_stems = self._read_manifest(Path(self.hparams.manifest), set(stems))
+            self.split_stems = read_manifest(self.hparams.manifest, set(stems))
         else:
-            self.split_stems = split_stems(stems, self.hparams.split, self.hparams.seed)
+            self.split_stems = make_split(stems, self.hparams.split, self.hparams.seed)
         self.split_stems["all"] = sorted(stems)
-
-    def _read_manifest(self, path: Path, known: set[str]) -> dict[str, list[str]]:
-        try:
-            data = json.loads(path.read_text())
-            parts = {name: [str(s) for s in data[name]] for name in SPLITS}
-        except FileNotFoundError:
-            raise DataError(f"{path}: split manifest not found") from None
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise DataError(f"{path}: not a split manifest ({type(err).__name__}: {err})") from None
-        missing = [s for part in parts.values() for s in part if s not in known]
-        if missing:
-            raise DataError(
-                f"{path}: {len(missing)} listed image(s) not in {self.root}, e.g. {missing[:3]}"
-            )
-        return parts
 
     def write_manifest(self, path: str | Path) -> Path:
         """Save the split (stems per split) as JSON; give it back as ``manifest``."""
         if not self.split_stems:
             self.setup()
-        data = {"task": self.task, "root": str(self.root), "seed": self.hparams.seed,
-                "split": self.hparams.split}
+        data = {
+            "task": self.task,
+            "seed": self.hparams.seed,
+            "split": self.hparams.split,
+        }
         data.update({name: self.split_stems[name] for name in SPLITS})
         return write_json(path, data)
 
@@ -157,7 +201,11 @@ class FashionDataModule(L.LightningDataModule):
             if split == "train":
                 transforms = build_train_transforms(hp.hflip, hp.scale_jitter, hp.color_jitter)
             self._datasets[split] = FashionDataset(
-                self.root, self.task, self.split_stems[split], hp.instances, hp.min_area,
+                self.root,
+                self.task,
+                self.split_stems[split],
+                hp.instances,
+                hp.min_area,
                 transforms,
             )
         return self._datasets[split]

@@ -10,38 +10,48 @@ import torch
 from torch.utils.data import Dataset
 
 from fashionseg.data.io import DataError, Sample, find_samples, read_image, read_mask
-from fashionseg.data.targets import mask_to_target
-from fashionseg.tasks import get_task
+from fashionseg.data.targets import INSTANCE_MODES, mask_to_target
+from fashionseg.tasks import Task, get_task
 
 
 class FashionDataset(Dataset):
     """Photos and targets of one task (``person`` or ``clothing``).
 
     Item ``i`` is ``(image, target)``: ``image`` float32 3 x H x W with pixel values / 255;
-    ``target`` holds ``masks`` (N x H x W uint8), ``boxes`` (N x 4 float32, x1 y1 x2 y2),
-    ``labels`` (N int64), ``semantic`` (H x W int64 label map, what IoU is scored on),
-    ``image_id`` (int64) and ``stem``. ``stems`` restricts it to a split (in that order).
+    ``target`` holds ``masks`` (N x H x W uint8), ``boxes`` (N x 4 float32, x1 y1 x2 y2,
+    inclusive pixel coordinates as :func:`torchvision.ops.masks_to_boxes` gives them),
+    ``labels`` (N int64, never background), ``semantic`` (H x W int64 label map, what IoU is
+    scored on), ``image_id`` (int64 scalar: the stem's position among all the dataset's
+    sorted stems, so it is the same in every split) and ``stem``. ``stems`` restricts it to
+    a split (in that order). ``instances``/``min_area``: see
+    :func:`fashionseg.data.targets.mask_to_target`. ``transforms`` (e.g.
+    :func:`fashionseg.data.transforms.build_train_transforms`) runs on ``(image, target)``.
     """
 
     def __init__(
         self,
         root: str | Path,
-        task: str,
+        task: str | Task,
         stems: Sequence[str] | None = None,
         instances: str = "class",
         min_area: int = 0,
         transforms: Callable[[torch.Tensor, dict[str, Any]], tuple] | None = None,
     ) -> None:
         self.root = Path(root)
-        self.task = get_task(task)
+        self.task = task if isinstance(task, Task) else get_task(task)
+        if instances not in INSTANCE_MODES:
+            raise ValueError(
+                f"unknown instances mode {instances!r}: choose one of {', '.join(INSTANCE_MODES)}"
+            )
         samples = find_samples(self.root, self.task)
+        self._ids = {s.stem: i for i, s in enumerate(samples)}
         if stems is not None:
             by_stem = {s.stem: s for s in samples}
             missing = [s for s in stems if s not in by_stem]
             if missing:
                 raise DataError(
-                    f"{self.root}: {len(missing)} requested image(s) not in the dataset, "
-                    f"e.g. {missing[:3]}"
+                    f"{self.root}: stem {missing[0]!r} is not in the dataset "
+                    f"({len(missing)} requested stem(s) missing)"
                 )
             samples = [by_stem[s] for s in stems]
         self.samples: list[Sample] = samples
@@ -65,7 +75,7 @@ class FashionDataset(Dataset):
             ids, self.task.num_classes, self.instances, self.min_area
         )
         target["semantic"] = torch.from_numpy(ids).to(torch.int64)
-        target["image_id"] = torch.tensor(index, dtype=torch.int64)
+        target["image_id"] = torch.tensor(self._ids[sample.stem], dtype=torch.int64)
         target["stem"] = sample.stem
         if self.transforms is not None:
             image, target = self.transforms(image, target)

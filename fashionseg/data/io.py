@@ -40,24 +40,37 @@ def _as_task(task: Task | str) -> Task:
 
 
 def _open(path: Path) -> Image.Image:
-    """Open and fully decode an image, turning decoder failures into a DataError."""
+    """Open and fully decode an image (so truncation shows), read-only.
+
+    Decoder failures (corrupt or truncated JPEG/PNG, not an image) become a DataError.
+    """
     try:
-        img = Image.open(path)
-        img.load()
+        with Image.open(path) as img:
+            img.load()
+            return img
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"{path}: unreadable or truncated image ({err})") from None
-    return img
+        reason = " ".join(str(err).split())
+        raise DataError(f"{path}: unreadable, corrupt or truncated image ({reason})") from None
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """A photo as a uint8 tensor 3 x H x W (RGB)."""
+    """A photo as a uint8 tensor 3 x H x W (RGB).
+
+    Greyscale and palette photos are converted to RGB; RGBA photos are accepted by dropping
+    the alpha channel (no compositing). A corrupt or truncated file raises DataError.
+    """
     path = Path(path)
     img = _open(path)
     if img.mode != "RGB":
         img = img.convert("RGB")  # L, P, CMYK, RGBA (alpha dropped)
     return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+
+def decode_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image after fully decoding it (DataError when it is truncated)."""
+    return _open(Path(path)).size
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -66,11 +79,17 @@ def image_size(path: str | Path) -> tuple[int, int]:
         with Image.open(path) as img:
             return img.size
     except (OSError, SyntaxError, ValueError) as err:
-        raise DataError(f"{path}: unreadable image ({err})") from None
+        reason = " ".join(str(err).split())
+        raise DataError(f"{path}: unreadable image ({reason})") from None
 
 
 def read_mask(path: str | Path, task: Task | str) -> np.ndarray:
-    """A mask as a uint8 H x W array of class ids, checked against the task's classes."""
+    """A mask as a uint8 H x W array of class ids, checked against the task's classes.
+
+    Mode ``L``/``P`` masks hold class ids; RGB(A) masks are mapped back from the task's VOC
+    colours. DataError for an unknown colour, an id >= the class count, a 16-bit mask or
+    an unreadable file.
+    """
     path = Path(path)
     task = _as_task(task)
     img = _open(path)
@@ -95,7 +114,9 @@ def read_mask(path: str | Path, task: Task | str) -> np.ndarray:
 
 def _colours_to_ids(path: Path, rgb: np.ndarray, task: Task) -> np.ndarray:
     """Map VOC colours back to class ids; an unknown colour is an error."""
-    packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    packed = (
+        (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    )
     keys = np.array([(r << 16) | (g << 8) | b for r, g, b in task.colors], dtype=np.int32)
     order = np.argsort(keys)
     pos = np.clip(np.searchsorted(keys[order], packed), 0, len(keys) - 1)
@@ -117,8 +138,38 @@ def find_samples(root: str | Path, task: Task | str) -> list[Sample]:
     without its photo (the first few of each are listed).
     """
     samples, problems = pair_samples(root, task)
-    raise_problems(problems)
+    raise_problems(problems, f"{root} (task {_as_task(task).name})")
     return samples
+
+
+def list_photos(images_dir: str | Path) -> dict[str, Path]:
+    """Photos (``.jpg``, ``.jpeg``, ``.png``; hidden files skipped) of a folder by stem, sorted.
+
+    DataError when the folder is missing or two photos share a stem.
+    """
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise DataError(f"{images_dir}: dataset directory not found")
+    images: dict[str, Path] = {}
+    for p in sorted(images_dir.iterdir()):
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file():
+            if p.stem in images:
+                raise DataError(
+                    f"{p}: two photos share the stem {p.stem!r} ({images[p.stem].name})"
+                )
+            images[p.stem] = p
+    return images
+
+
+def check_mask(path: str | Path, task: Task | str, size: tuple[int, int] | None) -> np.ndarray:
+    """Read a mask and check it against its photo's ``size`` (W, H); DataError on a problem."""
+    mask = read_mask(path, task)
+    if size is not None and (mask.shape[1], mask.shape[0]) != tuple(size):
+        raise DataError(
+            f"{path}: mask size {mask.shape[1]}x{mask.shape[0]} does not match the photo's "
+            f"size {size[0]}x{size[1]} (W x H)"
+        )
+    return mask
 
 
 def pair_samples(root: str | Path, task: Task | str) -> tuple[list[Sample], list[str]]:
@@ -131,19 +182,18 @@ def pair_samples(root: str | Path, task: Task | str) -> tuple[list[Sample], list
     for folder in (root, images_dir, masks_dir):
         if not folder.is_dir():
             raise DataError(f"{folder}: dataset directory not found")
-    images: dict[str, Path] = {}
-    for p in sorted(images_dir.iterdir()):
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
-            if p.stem in images:
-                raise DataError(f"{p}: two photos share the stem {p.stem!r} ({images[p.stem].name})")
-            images[p.stem] = p
+    images = list_photos(images_dir)
     masks = {p.stem: p for p in sorted(masks_dir.glob("*.png")) if not p.name.startswith(".")}
     if not images:
         raise DataError(f"{images_dir}: no photos (.jpg, .jpeg, .png) found")
-    problems = [f"{images[s]}: photo has no mask {masks_dir / (s + '.png')}"
-                for s in sorted(images.keys() - masks.keys())]
-    problems += [f"{masks[s]}: mask has no photo in {images_dir}"
-                 for s in sorted(masks.keys() - images.keys())]
+    problems = [
+        f"{images[s]}: photo has no mask {masks_dir / (s + '.png')}"
+        for s in sorted(images.keys() - masks.keys())
+    ]
+    problems += [
+        f"{masks[s]}: mask has no photo in {images_dir}"
+        for s in sorted(masks.keys() - images.keys())
+    ]
     paired = sorted(images.keys() & masks.keys())
     return [Sample(s, images[s], masks[s]) for s in paired], problems
 
@@ -153,17 +203,11 @@ def check_sample(sample: Sample, task: Task | str) -> list[str]:
     problems = []
     size = None
     try:
-        img = _open(sample.image)
-        size = img.size
+        size = decode_size(sample.image)
     except DataError as err:
         problems.append(str(err))
     try:
-        mask = read_mask(sample.mask, task)
-        if size is not None and (mask.shape[1], mask.shape[0]) != size:
-            problems.append(
-                f"{sample.mask}: mask size {mask.shape[1]}x{mask.shape[0]} does not match photo "
-                f"{sample.image.name} size {size[0]}x{size[1]} (W x H)"
-            )
+        check_mask(sample.mask, task, size)
     except DataError as err:
         problems.append(str(err))
     return problems
@@ -178,18 +222,19 @@ def check_dataset(root: str | Path, task: Task | str) -> list[str]:
     return problems + [msg for s in samples for msg in check_sample(s, task)]
 
 
-def _summary(problems: list[str], shown: int = 10) -> str:
-    """One DataError message: the count on the first line, then the first problems."""
-    head = f"{len(problems)} problem(s) in the dataset" if len(problems) > 1 else problems[0]
-    if len(problems) == 1:
-        return head
-    lines = [head, *problems[:shown]]
-    if len(problems) > shown:
-        lines.append(f"... and {len(problems) - shown} more (python -m fashionseg.data.inspect)")
+def summarize(problems: list[str], where: str = "the dataset", shown: int = 10) -> str:
+    """One message: the problem count on the first line, then the first ``shown`` problems."""
+    count = len(problems)
+    lines = [f"{count} problem{'s' if count != 1 else ''} in {where}:"]
+    lines += [f"  {p}" for p in problems[:shown]]
+    if count > shown:
+        lines.append(
+            f"  ... and {count - shown} more (list them: python -m fashionseg.data.inspect)"
+        )
     return "\n".join(lines)
 
 
-def raise_problems(problems: list[str]) -> None:
+def raise_problems(problems: list[str], where: str = "the dataset", shown: int = 10) -> None:
     """Raise one DataError listing ``problems`` (no-op when empty)."""
     if problems:
-        raise DataError(_summary(problems))
+        raise DataError(summarize(problems, where, shown))

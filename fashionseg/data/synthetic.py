@@ -25,14 +25,32 @@ from fashionseg.io_utils import atomic_write, save_label_png, write_text
 from fashionseg.tasks import get_task
 
 BACKGROUND, SKIN, HAIR, TSHIRT, SHOES, PANTS, DRESS = range(7)
-SKIN_TONES = ((255, 219, 172), (241, 194, 125), (224, 172, 105), (198, 134, 66),
-              (141, 85, 36), (92, 56, 30))
-HAIR_TONES = ((20, 15, 10), (60, 40, 20), (110, 70, 30), (200, 160, 90), (150, 40, 20),
-              (90, 90, 90))
+SKIN_TONES = (
+    (255, 219, 172),
+    (241, 194, 125),
+    (224, 172, 105),
+    (198, 134, 66),
+    (141, 85, 36),
+    (92, 56, 30),
+)
+HAIR_TONES = (
+    (20, 15, 10),
+    (60, 40, 20),
+    (110, 70, 30),
+    (200, 160, 90),
+    (150, 40, 20),
+    (90, 90, 90),
+)
 
 
-def _limb(draw: ImageDraw.ImageDraw, start: tuple[float, float], angle: float, length: float,
-          width: float, label: int) -> tuple[float, float]:
+def _limb(
+    draw: ImageDraw.ImageDraw,
+    start: tuple[float, float],
+    angle: float,
+    length: float,
+    width: float,
+    label: int,
+) -> tuple[float, float]:
     """Draw a limb segment as a thick line with round ends; return its end point."""
     end = (start[0] + length * math.sin(angle), start[1] + length * math.cos(angle))
     draw.line([start, end], fill=label, width=max(int(width), 1))
@@ -71,17 +89,30 @@ def draw_labels(rng: np.random.Generator, height: int, width: int) -> np.ndarray
         knee = _limb(d, hip, side * rng.uniform(0.0, 0.35), knee_y - hip_y, limb_w * 1.2, SKIN)
         foot = _limb(d, knee, side * rng.uniform(-0.05, 0.25), foot_y - knee_y, limb_w, SKIN)
         toe = side * rng.choice([-1, 1]) * u * 0.45
-        d.ellipse([foot[0] - u * 0.3 + min(toe, 0), foot[1] - u * 0.2,
-                   foot[0] + u * 0.3 + max(toe, 0), foot[1] + u * 0.25], fill=SHOES)
+        d.ellipse(
+            [
+                foot[0] - u * 0.3 + min(toe, 0),
+                foot[1] - u * 0.2,
+                foot[0] + u * 0.3 + max(toe, 0),
+                foot[1] + u * 0.25,
+            ],
+            fill=SHOES,
+        )
         if not dress:  # pants cover the leg down to the ankle, shorts to above the knee
             end = knee if shorts else (foot[0], foot[1] - u * 0.3)
             d.line([hip, knee], fill=PANTS, width=int(limb_w * 1.5))
             if not shorts:
                 d.line([knee, end], fill=PANTS, width=int(limb_w * 1.3))
     if not dress:
-        d.polygon([(x(3.4) - hw, top + 3.4 * u), (x(3.4) + hw, top + 3.4 * u),
-                   (x(4.3) + hw * 1.05, top + 4.4 * u), (x(4.3) - hw * 1.05, top + 4.4 * u)],
-                  fill=PANTS)
+        d.polygon(
+            [
+                (x(3.4) - hw, top + 3.4 * u),
+                (x(3.4) + hw, top + 3.4 * u),
+                (x(4.3) + hw * 1.05, top + 4.4 * u),
+                (x(4.3) - hw * 1.05, top + 4.4 * u),
+            ],
+            fill=PANTS,
+        )
 
     # arms: skin, with sleeves of the upper garment over the upper arm
     sleeve = DRESS if dress else TSHIRT
@@ -91,29 +122,58 @@ def draw_labels(rng: np.random.Generator, height: int, width: int) -> np.ndarray
         upper = side * rng.uniform(0.1, 1.3)
         elbow = _limb(d, shoulder, upper, 1.4 * u, limb_w, SKIN)
         _limb(d, elbow, upper + side * rng.uniform(-0.3, 0.9), 1.3 * u, limb_w * 0.85, SKIN)
-        cut = (shoulder[0] + (elbow[0] - shoulder[0]) * sleeve_len,
-               shoulder[1] + (elbow[1] - shoulder[1]) * sleeve_len)
+        cut = (
+            shoulder[0] + (elbow[0] - shoulder[0]) * sleeve_len,
+            shoulder[1] + (elbow[1] - shoulder[1]) * sleeve_len,
+        )
         _limb(d, shoulder, upper, math.dist(shoulder, cut), limb_w * 1.3, sleeve)
 
     # torso: tshirt, or a dress flaring to the knees
     if dress:
         hem_y = top + rng.uniform(5.0, 6.3) * u
         flare = hw * rng.uniform(1.2, 1.8)
-        d.polygon([(x(1.4) - sw, shoulder_y), (x(1.4) + sw, shoulder_y),
-                   (x(3.0) + hw * 0.9, top + 3.0 * u), (x(5.5) + flare, hem_y),
-                   (x(5.5) - flare, hem_y), (x(3.0) - hw * 0.9, top + 3.0 * u)], fill=DRESS)
+        d.polygon(
+            [
+                (x(1.4) - sw, shoulder_y),
+                (x(1.4) + sw, shoulder_y),
+                (x(3.0) + hw * 0.9, top + 3.0 * u),
+                (x(5.5) + flare, hem_y),
+                (x(5.5) - flare, hem_y),
+                (x(3.0) - hw * 0.9, top + 3.0 * u),
+            ],
+            fill=DRESS,
+        )
     else:
-        d.polygon([(x(1.4) - sw, shoulder_y), (x(1.4) + sw, shoulder_y),
-                   (x(3.6) + hw, top + 3.6 * u), (x(3.6) - hw, top + 3.6 * u)], fill=TSHIRT)
+        d.polygon(
+            [
+                (x(1.4) - sw, shoulder_y),
+                (x(1.4) + sw, shoulder_y),
+                (x(3.6) + hw, top + 3.6 * u),
+                (x(3.6) - hw, top + 3.6 * u),
+            ],
+            fill=TSHIRT,
+        )
 
     # neck, long hair behind the head, face, hair on top
     d.rectangle([hx - 0.18 * u, hy + 0.3 * u, hx + 0.18 * u, shoulder_y + 0.05 * u], fill=SKIN)
     if long_hair:
-        d.rounded_rectangle([hx - head_r * 1.15, hy - head_r * 0.4, hx + head_r * 1.15,
-                             hy + rng.uniform(1.5, 3.0) * head_r], radius=head_r * 0.6, fill=HAIR)
+        d.rounded_rectangle(
+            [
+                hx - head_r * 1.15,
+                hy - head_r * 0.4,
+                hx + head_r * 1.15,
+                hy + rng.uniform(1.5, 3.0) * head_r,
+            ],
+            radius=head_r * 0.6,
+            fill=HAIR,
+        )
     d.ellipse([hx - head_r * 0.85, hy - head_r, hx + head_r * 0.85, hy + head_r * 1.05], fill=SKIN)
-    d.chord([hx - head_r * 0.95, hy - head_r * 1.15, hx + head_r * 0.95, hy + head_r * 0.7],
-            start=180 + rng.uniform(-15, 0), end=360 + rng.uniform(0, 15), fill=HAIR)
+    d.chord(
+        [hx - head_r * 0.95, hy - head_r * 1.15, hx + head_r * 0.95, hy + head_r * 0.7],
+        start=180 + rng.uniform(-15, 0),
+        end=360 + rng.uniform(0, 15),
+        fill=HAIR,
+    )
     return np.asarray(canvas).copy()
 
 
@@ -181,28 +241,35 @@ def generate(
     if (out / "images").exists() and not overwrite:
         raise FileExistsError(f"{out}: already holds images/; pass overwrite=True (--overwrite)")
     if num_images < 1 or height < 16 or width < 16:
-        raise ValueError(f"need num_images >= 1 and a size of at least 16x16, got "
-                         f"{num_images} images of {height}x{width}")
+        raise ValueError(
+            f"need num_images >= 1 and a size of at least 16x16, got "
+            f"{num_images} images of {height}x{width}"
+        )
     clothing, person = get_task("clothing"), get_task("person")
     for i in range(num_images):
         rng = np.random.default_rng([seed, i])
         labels = draw_labels(rng, height, width)
         photo = render(rng, labels)
         stem = f"{i:04d}"
-        atomic_write(out / "images" / f"{stem}.jpg",
-                     lambda p, photo=photo: photo.save(p, format="JPEG", quality=95))
+        atomic_write(
+            out / "images" / f"{stem}.jpg",
+            lambda p, photo=photo: photo.save(p, format="JPEG", quality=95),
+        )
         save_label_png(out / "clothes" / f"{stem}.png", labels, clothing)
         save_label_png(out / "person" / f"{stem}.png", (labels > 0).astype(np.uint8), person)
-    write_text(out / "README.md", (
-        "# Synthetic fashion people\n\n"
-        f"{num_images} procedurally drawn images of {height}x{width} (H x W), seed {seed}, "
-        "written by\n\n"
-        f"    python -m fashionseg.data.synthetic --out {out} --num-images {num_images} "
-        f"--seed {seed} --height {height} --width {width}\n\n"
-        "Layout: images/<stem>.jpg, person/<stem>.png (0 background, 1 person), "
-        "clothes/<stem>.png (0 background, 1 skin, 2 hair, 3 tshirt, 4 shoes, 5 pants, "
-        "6 dress).\n"
-    ))
+    write_text(
+        out / "README.md",
+        (
+            "# Synthetic fashion people\n\n"
+            f"{num_images} procedurally drawn images of {height}x{width} (H x W), seed {seed}, "
+            "written by\n\n"
+            f"    python -m fashionseg.data.synthetic --out {out} --num-images {num_images} "
+            f"--seed {seed} --height {height} --width {width}\n\n"
+            "Layout: images/<stem>.jpg, person/<stem>.png (0 background, 1 person), "
+            "clothes/<stem>.png (0 background, 1 skin, 2 hair, 3 tshirt, 4 shoes, 5 pants, "
+            "6 dress).\n"
+        ),
+    )
     return out
 
 
@@ -217,8 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
     args = parser.parse_args(argv)
     try:
-        out = generate(args.out, args.num_images, args.seed, args.height, args.width,
-                       args.overwrite)
+        out = generate(
+            args.out, args.num_images, args.seed, args.height, args.width, args.overwrite
+        )
     except (FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

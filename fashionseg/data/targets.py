@@ -12,12 +12,24 @@ _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 def boxes_of(masks: torch.Tensor) -> torch.Tensor:
-    """Tight pixel-edge boxes (x1, y1, x2, y2) of N x H x W binary masks; N x 4 float32."""
+    """Tight boxes ``(x1, y1, x2, y2)`` of N x H x W binary masks, N x 4 float32.
+
+    Coordinates are inclusive pixel indices, exactly :func:`torchvision.ops.masks_to_boxes`:
+    ``x2`` is the largest column holding a mask pixel, so a one-pixel-wide object has
+    ``x1 == x2``. Every mask must be non-empty.
+    """
     if masks.shape[0] == 0:
         return torch.zeros((0, 4), dtype=torch.float32)
-    boxes = masks_to_boxes(masks).to(torch.float32)
-    boxes[:, 2:] += 1
-    return boxes
+    return masks_to_boxes(masks).to(torch.float32)
+
+
+def empty_target(height: int, width: int) -> dict[str, torch.Tensor]:
+    """A target with no objects: masks 0 x H x W, boxes 0 x 4, labels (0,)."""
+    return {
+        "masks": torch.zeros((0, height, width), dtype=torch.uint8),
+        "boxes": torch.zeros((0, 4), dtype=torch.float32),
+        "labels": torch.zeros((0,), dtype=torch.int64),
+    }
 
 
 def mask_to_target(
@@ -26,22 +38,24 @@ def mask_to_target(
     instances: str = "class",
     min_area: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """Objects of a class-id label map, in the format torchvision's Mask R-CNN trains on.
+    """Objects of an H x W class-id label map, in the format torchvision's Mask R-CNN takes.
 
     ``instances="class"``: one object per class present (the seed report's choice), in
-    increasing class id. ``"components"``: one object per 8-connected component of each
-    class with at least ``min_area`` pixels, ordered by class, then component label (scan
-    order). Boxes are ``x1, y1, x2, y2`` in pixel-edge coordinates: the tight box of pixels
-``x1 .. x2 - 1`` (``masks_to_boxes`` maxima + 1), so a one-pixel-wide object still has a
-positive width, as Mask R-CNN's training requires.
-    Background (id 0) is never an object; with no objects, ``masks`` is 0 x H x W and
-    ``boxes`` is 0 x 4.
+    increasing class id; ``min_area`` is ignored. ``"components"``: one object per
+    8-connected component of each class with at least ``min_area`` pixels, ordered by class,
+    then by component label (:func:`scipy.ndimage.label` scan order).
+
+    Returns ``masks`` (N x H x W uint8, 0/1), ``boxes`` (N x 4 float32, inclusive
+    ``x1 y1 x2 y2`` from :func:`boxes_of`) and ``labels`` (N int64). Background (id 0) is
+    never an object; with no objects ``masks`` is 0 x H x W and ``boxes`` is 0 x 4.
     """
     if instances not in INSTANCE_MODES:
         raise ValueError(
             f"unknown instances mode {instances!r}: choose one of {', '.join(INSTANCE_MODES)}"
         )
     ids = np.asarray(mask)
+    if ids.ndim != 2:
+        raise ValueError(f"label map must be 2-D (H x W), got shape {tuple(ids.shape)}")
     objects: list[np.ndarray] = []
     labels: list[int] = []
     for cls in range(1, num_classes):
@@ -49,23 +63,17 @@ positive width, as Mask R-CNN's training requires.
         if not binary.any():
             continue
         if instances == "class":
-            if binary.sum() >= min_area:
-                objects.append(binary)
-                labels.append(cls)
+            objects.append(binary)
+            labels.append(cls)
             continue
         components, count = ndimage.label(binary, structure=_EIGHT_CONNECTED)
         areas = np.bincount(components.ravel(), minlength=count + 1)
         for comp in range(1, count + 1):
-            if areas[comp] >= max(min_area, 1):
+            if areas[comp] >= min_area:
                 objects.append(components == comp)
                 labels.append(cls)
-    height, width = ids.shape
     if not objects:
-        return {
-            "masks": torch.zeros((0, height, width), dtype=torch.uint8),
-            "boxes": torch.zeros((0, 4), dtype=torch.float32),
-            "labels": torch.zeros((0,), dtype=torch.int64),
-        }
+        return empty_target(*ids.shape)
     masks = torch.from_numpy(np.stack(objects).astype(np.uint8))
     return {
         "masks": masks,

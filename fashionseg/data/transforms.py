@@ -38,7 +38,10 @@ class Compose:
 
 
 class RandomHorizontalFlip:
-    """Mirror image, masks, label map and boxes with probability ``p``."""
+    """Mirror image, masks, label map and boxes with probability ``p``.
+
+    Boxes are inclusive pixel coordinates, so ``x1' = W - 1 - x2`` and ``x2' = W - 1 - x1``.
+    """
 
     def __init__(self, p: float = 0.5) -> None:
         self.p = p
@@ -51,7 +54,7 @@ class RandomHorizontalFlip:
         target["masks"] = target["masks"].flip(-1)
         target["semantic"] = target["semantic"].flip(-1)
         boxes = target["boxes"].clone()
-        boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]  # pixel-edge coordinates
+        boxes[:, [0, 2]] = (width - 1) - target["boxes"][:, [2, 0]]  # inclusive coordinates
         target["boxes"] = boxes
         return image.flip(-1), target
 
@@ -84,7 +87,7 @@ class RandomScale:
             masks = F.resize(masks, size, interpolation=nearest)
         else:
             masks = masks.new_zeros((0, *size))
-        keep = masks.flatten(1).any(1)
+        keep = masks.flatten(1).amax(1) > 0
         target["masks"] = masks[keep]
         target["labels"] = target["labels"][keep]
         target["boxes"] = boxes_of(target["masks"])
@@ -95,7 +98,12 @@ class RandomScale:
 
 
 class ColorJitter:
-    """Random brightness, contrast and saturation (each factor in ``[1-s, 1+s]``), hue."""
+    """Photometric jitter of the image only (torchvision.transforms.v2 functional ops).
+
+    Brightness, contrast and saturation factors are drawn from ``[1 - s, 1 + s]``, the hue
+    shift from ``[-hue, hue]``; the ops run in random order and the result is clamped to
+    [0, 1]. The target is returned unchanged.
+    """
 
     def __init__(self, strength: float = 0.3, hue: float = 0.02) -> None:
         self.strength, self.hue = strength, hue
@@ -121,8 +129,12 @@ def build_train_transforms(
     hflip: float = 0.0,
     scale_jitter: Sequence[float] | None = None,
     color_jitter: float = 0.0,
-) -> Compose | None:
-    """The training augmentation from config values (``None`` when there is none)."""
+) -> Compose:
+    """The training augmentation from config values (an empty ``Compose`` when none).
+
+    Order: scale jitter (``[min, max]``), horizontal flip (probability ``hflip``), colour
+    jitter (strength ``color_jitter``); a zero or ``None`` setting leaves that step out.
+    """
     transforms: list[Callable[[Tensor, Target], Pair]] = []
     if scale_jitter:
         transforms.append(RandomScale(*scale_jitter))
@@ -130,4 +142,4 @@ def build_train_transforms(
         transforms.append(RandomHorizontalFlip(hflip))
     if color_jitter > 0:
         transforms.append(ColorJitter(color_jitter))
-    return Compose(transforms) if transforms else None
+    return Compose(transforms)

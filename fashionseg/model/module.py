@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import Container, OmegaConf
 from torch import Tensor
 
@@ -20,6 +21,7 @@ from fashionseg.fusion import METHODS, fuse, fuse_sweep
 from fashionseg.metrics import ThresholdSweep, metrics_dict
 from fashionseg.model.builder import build_maskrcnn
 from fashionseg.model.schedule import build_scheduler
+from fashionseg.model.visualize import comparison_grid, threshold_curve
 from fashionseg.tasks import get_task
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
@@ -37,6 +39,20 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Container):
         return OmegaConf.to_container(value, resolve=True)
     return value
+
+
+def _flat_hparams(hparams: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested hyper-parameters as flat ``a/b`` keys of scalars (TensorBoard's hparams)."""
+    flat: dict[str, Any] = {}
+    for key, value in hparams.items():
+        name = f"{prefix}{key}".replace("_target_", "target")
+        if isinstance(value, Mapping):
+            flat.update(_flat_hparams(value, f"{name}/"))
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            flat[name] = "none" if value is None else value
+        else:
+            flat[name] = str(value)
+    return flat
 
 
 class NonFiniteLossError(RuntimeError):
@@ -57,6 +73,8 @@ class SegmentationModule(L.LightningModule):
             ``per_class_thresholds`` (use each class's own best validation threshold).
         thresholds: score thresholds swept at every validation epoch.
         threshold: a fixed score threshold overriding the one chosen on validation.
+        log_images: validation photos shown in TensorBoard with ground truth and
+            prediction (at the best threshold), every ``log_images_every_n_epochs``.
     """
 
     def __init__(
@@ -68,6 +86,8 @@ class SegmentationModule(L.LightningModule):
         fusion: Mapping[str, Any] | None = None,
         thresholds: Sequence[float] | None = None,
         threshold: float | None = None,
+        log_images: int = 4,
+        log_images_every_n_epochs: int = 1,
     ) -> None:
         super().__init__()
         net, optimizer, scheduler, fusion, thresholds = (
@@ -94,6 +114,8 @@ class SegmentationModule(L.LightningModule):
                 "fusion": fusion,
                 "thresholds": thresholds,
                 "threshold": threshold,
+                "log_images": int(log_images),
+                "log_images_every_n_epochs": int(log_images_every_n_epochs),
             }
         )
         self.task = get_task(task)
@@ -105,6 +127,7 @@ class SegmentationModule(L.LightningModule):
         self.val_sweep = ThresholdSweep(num_classes, thresholds)
         self.test_scores = ThresholdSweep(num_classes, [0.5])
         self.test_results: dict[str, Any] | None = None
+        self._shown: list[tuple[Tensor, Tensor, Tensor]] = []  # (image, target, maps [T,H,W])
 
     # ----------------------------------------------------------------- inference
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
@@ -167,7 +190,7 @@ class SegmentationModule(L.LightningModule):
     def validation_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> None:
         images, targets = batch
         fusion = self.hparams.fusion
-        for output, target in zip(self.net(images), targets, strict=True):
+        for image, output, target in zip(images, self.net(images), targets, strict=True):
             maps = fuse_sweep(
                 output["labels"],
                 output["scores"],
@@ -177,6 +200,8 @@ class SegmentationModule(L.LightningModule):
                 mask_threshold=fusion["mask_threshold"],
             )
             self.val_sweep.update(maps, target["semantic"])
+            if len(self._shown) < self._images_to_show():
+                self._shown.append((image.detach(), target["semantic"], maps))
 
     def on_validation_epoch_end(self) -> None:
         result = self.val_sweep.compute()
@@ -194,6 +219,38 @@ class SegmentationModule(L.LightningModule):
             self.best_threshold.fill_(float(result["best_threshold"]))
             self.class_thresholds.copy_(result["class_thresholds"].to(self.class_thresholds))
         self.last_val_result = result
+        self._log_pictures(miou.tolist(), best)
+
+    def _tensorboard(self) -> Any:
+        """The TensorBoard SummaryWriter of the first TensorBoard logger, if any."""
+        for logger in self.loggers if self._trainer is not None else []:
+            if isinstance(logger, TensorBoardLogger):
+                return logger.experiment
+        return None
+
+    def _images_to_show(self) -> int:
+        every = max(self.hparams.log_images_every_n_epochs, 1)
+        if self._trainer is None or self.trainer.sanity_checking or self.current_epoch % every:
+            return 0
+        return self.hparams.log_images if self._tensorboard() is not None else 0
+
+    def _log_pictures(self, miou: list[float], best: int) -> None:
+        """Threshold curve and prediction grid for TensorBoard (rank zero only)."""
+        shown, self._shown = self._shown, []
+        writer = self._tensorboard()
+        if writer is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+            return
+        thresholds = self.hparams.thresholds
+        fig = threshold_curve(thresholds, miou, thresholds[best])
+        writer.add_figure("val/threshold_curve", fig, self.global_step)
+        if shown:
+            grid = comparison_grid(
+                [s[0] for s in shown],
+                [s[1] for s in shown],
+                [s[2][best] for s in shown],
+                self.task.colors,
+            )
+            writer.add_image("val/predictions", grid, self.global_step)
 
     # ---------------------------------------------------------------------- test
     def test_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> None:
@@ -219,6 +276,21 @@ class SegmentationModule(L.LightningModule):
         self.log("test/pixel_accuracy", float(result["pixel_accuracy"].reshape(-1)[0]))
         for name, value in zip(self.task.class_names, result["iou"][0].tolist(), strict=True):
             self.log(f"test/iou/{name}", value)
+        self._log_hparams_metrics()
+
+    def _log_hparams_metrics(self) -> None:
+        """Fill TensorBoard's hparams tab: this run's settings with its final metrics."""
+        logger = next((lg for lg in self.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if logger is None or not self.trainer.is_global_zero or self.test_results is None:
+            return
+        metrics = {
+            "hp/test_miou": self.test_results["miou"] or 0.0,
+            "hp/best_threshold": self.score_threshold,
+        }
+        val = getattr(self, "last_val_result", None)
+        if val is not None:
+            metrics["hp/val_miou"] = float(val["miou"].reshape(-1)[int(val["best_index"])])
+        logger.log_hyperparams(_flat_hparams(self.hparams), metrics)
 
     # ------------------------------------------------------------------- predict
     def predict_step(self, batch: Any, batch_idx: int) -> list[Tensor]:
