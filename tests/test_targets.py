@@ -47,12 +47,12 @@ CLASS_MODE = {
     "labels": torch.tensor([1, 2, 3, 4, 5, 6]),
     "boxes": torch.tensor(
         [
-            [6.0, 3.0, 6.0, 3.0],
-            [2.0, 0.0, 3.0, 1.0],
-            [1.0, 2.0, 4.0, 3.0],
-            [0.0, 5.0, 5.0, 5.0],
-            [1.0, 4.0, 4.0, 4.0],
-            [6.0, 0.0, 7.0, 1.0],
+            [6.0, 3.0, 7.0, 4.0],
+            [2.0, 0.0, 4.0, 2.0],
+            [1.0, 2.0, 5.0, 4.0],
+            [0.0, 5.0, 6.0, 6.0],
+            [1.0, 4.0, 5.0, 5.0],
+            [6.0, 0.0, 8.0, 2.0],
         ]
     ),
     "masks": torch.tensor([MASK_1, MASK_2, MASK_3, MASK_4, MASK_5, MASK_6], dtype=torch.uint8),
@@ -61,14 +61,14 @@ COMPONENTS_MODE = {
     "labels": torch.tensor([1, 2, 3, 4, 4, 5, 5, 6]),
     "boxes": torch.tensor(
         [
-            [6.0, 3.0, 6.0, 3.0],
-            [2.0, 0.0, 3.0, 1.0],
-            [1.0, 2.0, 4.0, 3.0],
-            [0.0, 5.0, 1.0, 5.0],
-            [4.0, 5.0, 5.0, 5.0],
-            [1.0, 4.0, 1.0, 4.0],
-            [4.0, 4.0, 4.0, 4.0],
-            [6.0, 0.0, 7.0, 1.0],
+            [6.0, 3.0, 7.0, 4.0],
+            [2.0, 0.0, 4.0, 2.0],
+            [1.0, 2.0, 5.0, 4.0],
+            [0.0, 5.0, 2.0, 6.0],
+            [4.0, 5.0, 6.0, 6.0],
+            [1.0, 4.0, 2.0, 5.0],
+            [4.0, 4.0, 5.0, 5.0],
+            [6.0, 0.0, 8.0, 2.0],
         ]
     ),
     "masks": torch.tensor(
@@ -97,11 +97,11 @@ def test_components_min_area_drops_small_ones() -> None:
     target = mask_to_target(LABELS_A, 7, "components", min_area=2)
     assert target["labels"].tolist() == [2, 3, 4, 4, 6]
     assert target["boxes"].tolist() == [
-        [2.0, 0.0, 3.0, 1.0],
-        [1.0, 2.0, 4.0, 3.0],
-        [0.0, 5.0, 1.0, 5.0],
-        [4.0, 5.0, 5.0, 5.0],
-        [6.0, 0.0, 7.0, 1.0],
+        [2.0, 0.0, 4.0, 2.0],
+        [1.0, 2.0, 5.0, 4.0],
+        [0.0, 5.0, 2.0, 6.0],
+        [4.0, 5.0, 6.0, 6.0],
+        [6.0, 0.0, 8.0, 2.0],
     ]
 
 
@@ -158,7 +158,7 @@ def test_person_task_and_stable_image_id(pinned_dataset: Path) -> None:
     _, target = ds[1]
     assert target["stem"] == "a" and int(target["image_id"]) == 0
     assert target["labels"].tolist() == [1]
-    assert target["boxes"].tolist() == [[0.0, 0.0, 7.0, 5.0]]
+    assert target["boxes"].tolist() == [[0.0, 0.0, 8.0, 6.0]]
     assert torch.equal(target["masks"][0], torch.from_numpy(LABELS_A > 0).to(torch.uint8))
 
 

@@ -9,6 +9,9 @@ import pytest
 import torch
 from torchvision.ops import masks_to_boxes
 
+# pixel-edge boxes: masks_to_boxes maxima + 1
+EDGE = torch.tensor([0.0, 0.0, 1.0, 1.0])
+
 from fashionseg.data.targets import mask_to_target
 from fashionseg.data.transforms import (
     ColorJitter,
@@ -40,7 +43,7 @@ def assert_consistent(image: torch.Tensor, target: dict) -> None:
     assert image.shape[-2:] == semantic.shape == masks.shape[-2:]
     assert masks.shape[0] == target["boxes"].shape[0] == target["labels"].shape[0]
     if masks.shape[0]:
-        assert torch.equal(target["boxes"], masks_to_boxes(masks).float())
+        assert torch.equal(target["boxes"], masks_to_boxes(masks).float() + EDGE)
         assert bool(masks.flatten(1).any(1).all())
     for mask, label in zip(masks, target["labels"], strict=True):
         assert bool((semantic[mask.bool()] == label).all())
@@ -54,7 +57,7 @@ def test_hflip_exact() -> None:
     assert torch.equal(out["masks"], target["masks"].flip(-1))
     assert torch.equal(out["semantic"], target["semantic"].flip(-1))
     x1, y1, x2, y2 = target["boxes"].unbind(1)
-    expected = torch.stack([width - 1 - x2, y1, width - 1 - x1, y2], dim=1)
+    expected = torch.stack([width - x2, y1, width - x1, y2], dim=1)
     assert torch.equal(out["boxes"], expected)
     assert_consistent(out_image, out)
 

@@ -19,7 +19,7 @@ class FashionDataset(Dataset):
 
     Item ``i`` is ``(image, target)``: ``image`` float32 3 x H x W with pixel values / 255;
     ``target`` holds ``masks`` (N x H x W uint8), ``boxes`` (N x 4 float32, x1 y1 x2 y2,
-    inclusive pixel coordinates as :func:`torchvision.ops.masks_to_boxes` gives them),
+    pixel-edge coordinates: :func:`torchvision.ops.masks_to_boxes` maxima + 1),
     ``labels`` (N int64, never background), ``semantic`` (H x W int64 label map, what IoU is
     scored on), ``image_id`` (int64 scalar: the stem's position among all the dataset's
     sorted stems, so it is the same in every split) and ``stem``. ``stems`` restricts it to

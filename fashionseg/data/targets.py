@@ -14,13 +14,16 @@ _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 def boxes_of(masks: torch.Tensor) -> torch.Tensor:
     """Tight boxes ``(x1, y1, x2, y2)`` of N x H x W binary masks, N x 4 float32.
 
-    Coordinates are inclusive pixel indices, exactly :func:`torchvision.ops.masks_to_boxes`:
-    ``x2`` is the largest column holding a mask pixel, so a one-pixel-wide object has
-    ``x1 == x2``. Every mask must be non-empty.
+    Coordinates are pixel edges: the box covers columns ``x1 .. x2 - 1`` and rows
+    ``y1 .. y2 - 1`` (:func:`torchvision.ops.masks_to_boxes` maxima + 1), as torchvision's
+    detection references do, so a one-pixel-wide object has width 1, not 0 (Mask R-CNN
+    refuses zero-width boxes in training). Every mask must be non-empty.
     """
     if masks.shape[0] == 0:
         return torch.zeros((0, 4), dtype=torch.float32)
-    return masks_to_boxes(masks).to(torch.float32)
+    boxes = masks_to_boxes(masks).to(torch.float32)
+    boxes[:, 2:] += 1
+    return boxes
 
 
 def empty_target(height: int, width: int) -> dict[str, torch.Tensor]:
@@ -45,7 +48,7 @@ def mask_to_target(
     8-connected component of each class with at least ``min_area`` pixels, ordered by class,
     then by component label (:func:`scipy.ndimage.label` scan order).
 
-    Returns ``masks`` (N x H x W uint8, 0/1), ``boxes`` (N x 4 float32, inclusive
+    Returns ``masks`` (N x H x W uint8, 0/1), ``boxes`` (N x 4 float32, pixel-edge
     ``x1 y1 x2 y2`` from :func:`boxes_of`) and ``labels`` (N int64). Background (id 0) is
     never an object; with no objects ``masks`` is 0 x H x W and ``boxes`` is 0 x 4.
     """

@@ -40,7 +40,7 @@ class Compose:
 class RandomHorizontalFlip:
     """Mirror image, masks, label map and boxes with probability ``p``.
 
-    Boxes are inclusive pixel coordinates, so ``x1' = W - 1 - x2`` and ``x2' = W - 1 - x1``.
+    Boxes are pixel-edge coordinates, so ``x1' = W - x2`` and ``x2' = W - x1``.
     """
 
     def __init__(self, p: float = 0.5) -> None:
@@ -54,7 +54,7 @@ class RandomHorizontalFlip:
         target["masks"] = target["masks"].flip(-1)
         target["semantic"] = target["semantic"].flip(-1)
         boxes = target["boxes"].clone()
-        boxes[:, [0, 2]] = (width - 1) - target["boxes"][:, [2, 0]]  # inclusive coordinates
+        boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]  # pixel-edge coordinates
         target["boxes"] = boxes
         return image.flip(-1), target
 
