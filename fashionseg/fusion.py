@@ -5,31 +5,29 @@ torchvision Mask R-CNN outputs: ``labels`` int64 ``[N]`` (class ids >= 1), ``sco
 ``[N]`` and ``masks`` ``[N, 1, H, W]`` (or ``[N, H, W]``) mask probabilities. The output
 is an int64 ``[H, W]`` label map where 0 is background.
 
-An instance is *kept* when ``score > threshold`` (or ``score > class_thresholds[label]``)
-and *covers* the pixels where its mask probability is ``> mask_threshold``. For every
-method a pixel is foreground exactly when some kept instance covers it; the methods
-differ only in which of the kept, covering instances wins the pixel:
+An instance *covers* the pixels where its mask probability is ``> mask_threshold``.
 
-- ``"seed"``: the seed report's painting: instances are painted in output order, later
-  ones overwrite earlier ones. Torchvision sorts outputs by descending score, so the
+- ``"seed"``: the seed report's painting. Instances with ``score > threshold`` (or
+  ``> class_thresholds[label]``) are *kept* and painted in output order, later ones
+  overwriting earlier ones. Torchvision sorts outputs by descending score, so the
   *least* confident kept instance wins overlaps.
-- ``"score_order"``: painted from lowest to highest score, so the most confident instance
-  wins; on equal scores the instance earlier in output order wins.
-- ``"argmax"``: the instance with the highest ``score * mask probability`` (float32) at
-  that pixel; on equal products the higher score wins, then the earlier output index.
-  Instances that are not kept, or do not cover the pixel, never compete: a dropped
-  instance cannot turn a pixel that a kept instance covers into background.
+- ``"score_order"``: the kept instances painted from lowest to highest score, so the
+  most confident one wins; on equal scores the instance earlier in output order wins.
+- ``"argmax"``: each pixel takes, among the instances covering it, the one with the
+  highest ``score * mask probability`` (float32; on equal products the higher score
+  wins, then the earlier output index), and stays background unless that value is
+  ``> threshold`` (or ``> class_thresholds`` of the winner's class). The threshold thus
+  applies to the per-pixel confidence, not to whole instances.
 
-Implementation: instances are visited once by descending score (stable). The instances
-kept at threshold ``t`` are exactly the first ``#(score > t)`` visited, so
-:func:`fuse_sweep` snapshots the running winner after each such prefix and costs about
-one :func:`fuse` at the lowest threshold plus one copy per threshold. Each step is
-vectorised over the pixels and needs only ``[H, W]`` working memory.
+Implementation: for ``seed``/``score_order`` instances are visited once by descending
+score (stable). The instances kept at threshold ``t`` are exactly the first
+``#(score > t)`` visited, so :func:`fuse_sweep` snapshots the running winner after each
+such prefix and costs about one :func:`fuse` at the lowest threshold plus one copy per
+threshold, with ``[H, W]`` working memory. ``argmax`` finds each pixel's best instance
+once and compares its value with every threshold.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor
@@ -68,8 +66,6 @@ def _winner_maps(
 
     Instances are visited by descending score (stable: equal scores keep output order).
     """
-    if method == "argmax":
-        return _argmax_maps(labels, scores, probs, mask_threshold, counts)
     # Each instance gets a distinct key >= 1, higher wins; a pixel keeps the running
     # maximum of the keys of the visited instances covering it (0 = none).
     n, height, width = probs.shape
@@ -95,27 +91,20 @@ def _winner_maps(
     return maps
 
 
-def _argmax_maps(
-    labels: Tensor, scores: Tensor, probs: Tensor, mask_threshold: float, counts: list[int]
-) -> Tensor:
-    """:func:`_winner_maps` for ``argmax``: the strictly greater ``score * prob`` takes a pixel."""
+def _argmax_best(
+    labels: Tensor, scores: Tensor, probs: Tensor, mask_threshold: float
+) -> tuple[Tensor, Tensor]:
+    """Per pixel the best ``score * prob`` among covering instances (-1 where none), and
+    its class. Ties go to the higher score, then the earlier output index."""
     height, width = probs.shape[-2:]
-    device = probs.device
-    best_value = torch.full((height, width), -math.inf, device=device)
-    best_label = torch.zeros(height, width, dtype=torch.int64, device=device)
-    snapshots = {0: best_label}
-    order = torch.argsort(scores, descending=True, stable=True)
-    labels = labels.to(torch.int64)
-    wanted = set(counts)
-    for step in range(max(counts, default=0)):
-        i = order[step]
+    best = torch.full((height, width), -1.0, device=probs.device)
+    label = torch.zeros(height, width, dtype=torch.int64, device=probs.device)
+    for i in torch.argsort(scores, descending=True, stable=True).tolist():
         value = scores[i].float() * probs[i].float()
-        take = (probs[i] > mask_threshold) & (value > best_value)
-        best_value = torch.where(take, value, best_value)
-        best_label = torch.where(take, labels[i], best_label)
-        if step + 1 in wanted:
-            snapshots[step + 1] = best_label
-    return torch.stack([snapshots[k] for k in counts])
+        take = (probs[i] > mask_threshold) & (value > best)
+        best = torch.where(take, value, best)
+        label = torch.where(take, labels[i].to(torch.int64), label)
+    return best, label
 
 
 def fuse(
@@ -135,7 +124,8 @@ def fuse(
         scores: ``[N]`` detection scores.
         masks: ``[N, 1, H, W]`` or ``[N, H, W]`` mask probabilities.
         method: one of :data:`METHODS` (see the module docstring).
-        threshold: keep instances with ``score > threshold``.
+        threshold: keep instances with ``score > threshold`` (``argmax``: keep pixels whose
+            best ``score * mask probability`` is ``> threshold``).
         mask_threshold: an instance covers the pixels with probability ``> mask_threshold``.
         class_thresholds: optional ``[C]`` tensor indexed by class id (entry 0 unused);
             when given, an instance is kept when ``score > class_thresholds[label]`` and
@@ -143,6 +133,13 @@ def fuse(
     """
     _check_method(method)
     probs = _mask_probs(labels, scores, masks)
+    if method == "argmax":
+        best, label = _argmax_best(labels, scores, probs, mask_threshold)
+        if class_thresholds is None:
+            return torch.where(best > threshold, label, torch.zeros_like(label))
+        class_thresholds = torch.as_tensor(class_thresholds, device=probs.device)
+        limit = class_thresholds.to(best)[label]
+        return torch.where(best > limit, label, torch.zeros_like(label))
     if class_thresholds is None:
         kept = scores > threshold
     else:
@@ -176,5 +173,9 @@ def fuse_sweep(
         raise ValueError(f"thresholds must be 1-D, got shape {tuple(thresholds.shape)}")
     if thresholds.numel() == 0:
         return torch.zeros(0, *probs.shape[-2:], dtype=torch.int64, device=probs.device)
+    if method == "argmax":
+        best, label = _argmax_best(labels, scores, probs, mask_threshold)
+        keep = best[None] > thresholds.to(best)[:, None, None]
+        return torch.where(keep, label[None], torch.zeros_like(label)[None])
     num_kept = (scores[None, :] > thresholds.to(scores)[:, None]).sum(dim=1).tolist()
     return _winner_maps(labels, scores, probs, method, mask_threshold, num_kept)

@@ -38,11 +38,21 @@ def test_methods_differ_on_overlaps(method: str, expected: list[list[int]]) -> N
     assert out.tolist() == expected
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ["seed", "score_order"])
 def test_threshold_drops_instances_without_blanking_pixels(method: str) -> None:
-    # At 0.7 only A is kept; for argmax B's higher product at column 1 no longer counts.
+    # At 0.7 only A is kept: it paints every column it covers.
     out = fuse(*_two_overlapping(), method=method, threshold=0.7)
     assert out.tolist() == [[1, 1, 1, 0]]
+
+
+def test_argmax_thresholds_the_per_pixel_value() -> None:
+    # Best score x probability per column: 0.54 (A), 0.57 (B), 0.54 (A), 0.54 (B).
+    labels, scores, masks = _two_overlapping()
+    assert fuse(labels, scores, masks, method="argmax", threshold=0.55).tolist() == [[0, 2, 0, 0]]
+    assert fuse(labels, scores, masks, method="argmax", threshold=0.7).tolist() == [[0, 0, 0, 0]]
+    # a pixel whose winner fails the threshold stays background even if a loser would pass
+    sweep = fuse_sweep(labels, scores, masks, torch.tensor([0.5, 0.55, 0.6]), method="argmax")
+    assert sweep.tolist() == [[[1, 2, 1, 2]], [[0, 2, 0, 0]], [[0, 0, 0, 0]]]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -51,7 +61,7 @@ def test_score_must_exceed_threshold_strictly(method: str) -> None:
     assert fuse(labels, scores, masks, method=method, threshold=0.9).tolist() == [[0, 0, 0, 0]]
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ["seed", "score_order"])
 def test_mask_threshold(method: str) -> None:
     # At 0.58 B's 0.55 no longer covers column 2 and A's 0.6 still covers columns 0-2.
     out = fuse(*_two_overlapping(), method=method, threshold=0.7, mask_threshold=0.58)
@@ -60,11 +70,21 @@ def test_mask_threshold(method: str) -> None:
     assert out.tolist() == [[0, 0, 0, 0]]
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ["seed", "score_order"])
 def test_class_thresholds_replace_the_global_threshold(method: str) -> None:
     class_thresholds = torch.tensor([0.0, 0.95, 0.5])  # drops A (0.9), keeps B (0.6)
     out = fuse(*_two_overlapping(), method=method, threshold=0.0, class_thresholds=class_thresholds)
     assert out.tolist() == [[0, 2, 2, 2]]
+
+
+def test_argmax_class_thresholds_apply_to_the_winner() -> None:
+    # A wins columns 0 and 2 with 0.54 < 0.95 (its class's threshold): background;
+    # B wins columns 1 and 3 with 0.57 and 0.54 > 0.5.
+    class_thresholds = torch.tensor([0.0, 0.95, 0.5])
+    out = fuse(*_two_overlapping(), method="argmax", class_thresholds=class_thresholds)
+    assert out.tolist() == [[0, 2, 0, 2]]
+    out = fuse(*_two_overlapping(), method="argmax", mask_threshold=0.58, threshold=0.5)
+    assert out.tolist() == [[1, 2, 1, 2]]  # B's 0.55 at column 2 no longer covers it
 
 
 def test_equal_scores() -> None:
