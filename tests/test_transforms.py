@@ -9,9 +9,6 @@ import pytest
 import torch
 from torchvision.ops import masks_to_boxes
 
-# pixel-edge boxes: masks_to_boxes maxima + 1
-EDGE = torch.tensor([0.0, 0.0, 1.0, 1.0])
-
 from fashionseg.data.targets import mask_to_target
 from fashionseg.data.transforms import (
     ColorJitter,
@@ -20,6 +17,9 @@ from fashionseg.data.transforms import (
     RandomScale,
     build_train_transforms,
 )
+
+# pixel-edge boxes: masks_to_boxes maxima + 1
+EDGE = torch.tensor([0.0, 0.0, 1.0, 1.0])
 
 
 def sample(instances: str = "class", seed: int = 0) -> tuple[torch.Tensor, dict]:
