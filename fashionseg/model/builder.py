@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from torch import nn
-from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights
+from torchvision.models import MobileNet_V3_Large_Weights, ResNet18_Weights, ResNet50_Weights
 from torchvision.models.detection import (
     MaskRCNN,
     MaskRCNN_ResNet50_FPN_V2_Weights,
@@ -23,7 +23,7 @@ from torchvision.models.detection import (
     maskrcnn_resnet50_fpn_v2,
 )
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import mobilenet_backbone
+from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
@@ -31,7 +31,12 @@ from torchvision.ops import misc as misc_nn_ops
 
 WEIGHTS = ("auto", "coco", "imagenet", "none")
 log = logging.getLogger(__name__)
-ARCHS = ("maskrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn_v2", "maskrcnn_mobilenet_v3_large_fpn")
+ARCHS = (
+    "maskrcnn_resnet50_fpn",
+    "maskrcnn_resnet50_fpn_v2",
+    "maskrcnn_resnet18_fpn",
+    "maskrcnn_mobilenet_v3_large_fpn",
+)
 
 _RESNET = {
     "maskrcnn_resnet50_fpn": (maskrcnn_resnet50_fpn, MaskRCNN_ResNet50_FPN_Weights.COCO_V1),
@@ -90,6 +95,28 @@ def _mobilenet_maskrcnn(
     )
 
 
+def _resnet18_maskrcnn(
+    num_classes: int, weights: str, trainable_backbone_layers: int | None, **kwargs: Any
+) -> MaskRCNN:
+    """Mask R-CNN on a ResNet-18 FPN: the R50 layout (stride 4-32 FPN) at ~1/2 the cost."""
+    if weights == "coco":
+        raise ValueError(
+            "model.arch=maskrcnn_resnet18_fpn has no COCO Mask R-CNN weights in torchvision: "
+            "use model.weights=imagenet or none"
+        )
+    backbone_weights = ResNet18_Weights.IMAGENET1K_V1 if weights == "imagenet" else None
+    trained = backbone_weights is not None
+    if trainable_backbone_layers is None:
+        trainable_backbone_layers = 3 if trained else 5
+    backbone = resnet_fpn_backbone(
+        backbone_name="resnet18",
+        weights=backbone_weights,
+        trainable_layers=trainable_backbone_layers,
+        norm_layer=misc_nn_ops.FrozenBatchNorm2d if trained else nn.BatchNorm2d,
+    )
+    return MaskRCNN(backbone, num_classes=num_classes, **kwargs)
+
+
 def build_maskrcnn(
     arch: str = "maskrcnn_resnet50_fpn",
     num_classes: int = 2,
@@ -112,8 +139,10 @@ def build_maskrcnn(
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
     kwargs = {"min_size": min_size, "max_size": max_size, **kwargs}
-    if arch == "maskrcnn_mobilenet_v3_large_fpn":
-        return _mobilenet_maskrcnn(num_classes, weights, trainable_backbone_layers, **kwargs)
+    if weights == "auto" and arch in _LIGHT:
+        weights = "none"  # no COCO detector exists for the light backbones
+    if arch in _LIGHT:
+        return _LIGHT[arch](num_classes, weights, trainable_backbone_layers, **kwargs)
     if arch not in _RESNET:
         raise ValueError(f"unknown model.arch {arch!r}: choose one of {', '.join(ARCHS)}")
     factory, coco = _RESNET[arch]
@@ -141,3 +170,9 @@ def build_maskrcnn(
         trainable_backbone_layers=trainable_backbone_layers,
         **kwargs,
     )
+
+
+_LIGHT = {
+    "maskrcnn_resnet18_fpn": _resnet18_maskrcnn,
+    "maskrcnn_mobilenet_v3_large_fpn": _mobilenet_maskrcnn,
+}
