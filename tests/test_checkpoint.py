@@ -1,0 +1,70 @@
+"""Checkpoints are read weights-only: pickled code is refused, never run."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fashionseg.model.checkpoint import CheckpointError, load_module
+
+
+class _Payload:
+    """Unpickling this creates a file (stands in for arbitrary code)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (pathlib.Path.touch, (self.marker,))
+
+
+@pytest.fixture()
+def malicious(tmp_path: Path) -> tuple[Path, Path]:
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"task": _Payload(marker)}}, ckpt)
+    assert not marker.exists()
+    return ckpt, marker
+
+
+def test_load_refuses_a_pickle_payload(malicious: tuple[Path, Path]) -> None:
+    ckpt, marker = malicious
+    with pytest.raises(CheckpointError, match="refused"):
+        load_module(ckpt)
+    assert not marker.exists()
+
+
+def test_evaluate_cli_refuses_it_without_running_it(
+    malicious: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ckpt, marker = malicious
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fashionseg.evaluate",
+            f"ckpt={ckpt}",
+            f"data.root={tmp_path}",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert f"{ckpt}: refused" in proc.stderr
+    assert not marker.exists()
+
+
+def test_missing_and_foreign_files_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_module(tmp_path / "nope.ckpt")
+    other = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(2)}, other)
+    with pytest.raises(CheckpointError, match="not a fashionseg checkpoint"):
+        load_module(other)
