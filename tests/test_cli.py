@@ -186,3 +186,23 @@ def test_tensorboard_has_losses_threshold_sweep_pictures_and_hparams(
     assert {"val/threshold_curve", "val/predictions"} <= set(tags["images"])
     plugins = events.PluginTagToContent("hparams")
     assert "_hparams_/session_start_info" in plugins
+
+
+def test_evaluate_sweeps_a_threshold_list(tiny_run: dict[str, Path]) -> None:
+    ckpt = tiny_run["run"] / "checkpoints" / "last.ckpt"
+    out_dir = tiny_run["work"] / "eval_sweep"
+    proc = run(
+        "fashionseg.evaluate",
+        f"ckpt={ckpt}",
+        f"data.root={tiny_run['data']}",
+        "thresholds=[0.05,0.5]",
+        f"hydra.run.dir={out_dir}",
+        cwd=tiny_run["work"],
+    )
+    assert "score threshold -> mIoU" in proc.stdout
+    sweep = json.loads((out_dir / "threshold_sweep.json").read_text())
+    assert set(sweep["miou"]) == {"0.05", "0.50"}
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["threshold"] == sweep["best_threshold"]
+    assert metrics["split"] == "test"
+    assert int(torch.tensor(metrics["confusion_matrix"]).sum()) == 4 * 64 * 48  # test split
