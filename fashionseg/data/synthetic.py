@@ -64,7 +64,7 @@ def draw_labels(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     """The clothes label map (class ids) of one random person."""
     canvas = Image.new("L", (width, height), BACKGROUND)
     d = ImageDraw.Draw(canvas)
-    h = height * rng.uniform(0.5, 0.95)  # person height
+    h = height * rng.uniform(0.6, 0.95)  # person height
     u = h / 8  # one "head" unit
     cx = width * rng.uniform(0.2, 0.8)
     top = rng.uniform(-0.05, 1.0) * (height - h) if h < height else 0.0
@@ -81,13 +81,13 @@ def draw_labels(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     shoulder_y, hip_y, knee_y, foot_y = top + 1.45 * u, top + 4.0 * u, top + 5.8 * u, top + 7.6 * u
     sw = u * rng.uniform(0.8, 1.05)  # half shoulder width
     hw = u * rng.uniform(0.6, 0.85)  # half hip width
-    limb_w = u * rng.uniform(0.32, 0.42)
+    limb_w = u * rng.uniform(0.42, 0.55)
 
     # legs (skin) with shoes
     for side in (-1, 1):
         hip = (x(4.0) + side * hw * 0.5, hip_y)
-        knee = _limb(d, hip, side * rng.uniform(0.0, 0.35), knee_y - hip_y, limb_w * 1.2, SKIN)
-        foot = _limb(d, knee, side * rng.uniform(-0.05, 0.25), foot_y - knee_y, limb_w, SKIN)
+        knee = _limb(d, hip, side * rng.uniform(0.0, 0.22), knee_y - hip_y, limb_w * 1.2, SKIN)
+        foot = _limb(d, knee, side * rng.uniform(-0.05, 0.15), foot_y - knee_y, limb_w, SKIN)
         toe = side * rng.choice([-1, 1]) * u * 0.45
         d.ellipse(
             [
@@ -119,9 +119,9 @@ def draw_labels(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     sleeve_len = rng.uniform(0.2, 1.0)
     for side in (-1, 1):
         shoulder = (x(1.6) + side * sw * 0.85, shoulder_y + 0.15 * u)
-        upper = side * rng.uniform(0.1, 1.3)
+        upper = side * rng.uniform(0.05, 0.8)  # mostly down, some raised
         elbow = _limb(d, shoulder, upper, 1.4 * u, limb_w, SKIN)
-        _limb(d, elbow, upper + side * rng.uniform(-0.3, 0.9), 1.3 * u, limb_w * 0.85, SKIN)
+        _limb(d, elbow, upper + side * rng.uniform(-0.4, 0.5), 1.3 * u, limb_w * 0.85, SKIN)
         cut = (
             shoulder[0] + (elbow[0] - shoulder[0]) * sleeve_len,
             shoulder[1] + (elbow[1] - shoulder[1]) * sleeve_len,
