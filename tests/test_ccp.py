@@ -67,9 +67,24 @@ def test_converts_tags_by_name_and_skips_unannotated(tmp_path: Path) -> None:
     ]
 
 
+def test_sources_csv_names_and_selects_the_outputs(tmp_path: Path) -> None:
+    src = _checkout(tmp_path / "ccp")
+    listing = tmp_path / "sources.csv"
+    listing.write_text("image,ccp_id\n0001,0003\n0002,0002\n0003,0099\n")
+    counts = convert(src, tmp_path / "out", size=(2, 3), sources=listing, progress=False)
+    # 0003 -> 0001; 0002 has no annotation; 0001 is not listed; 0099 has no photo
+    assert counts == {"converted": 1, "skipped": 1, "unlisted": 1, "missing": 1}
+    assert (tmp_path / "out" / "sources.csv").read_text() == "image,ccp_id\n0001,0003\n"
+    assert Image.open(tmp_path / "out" / "images" / "0001.jpg").size == (2, 3)
+    assert Image.open(tmp_path / "out" / "clothes" / "0001.png").size == (2, 3)
+
+
 def test_errors_name_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(ConversionError, match=f"{tmp_path / 'nowhere' / 'photos'}: not found"):
+    with pytest.raises(ConversionError, match=f"{tmp_path / 'nowhere'}: CCP checkout not found"):
         convert(tmp_path / "nowhere", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConversionError, match=f"{tmp_path / 'empty' / 'photos'}: not found"):
+        convert(tmp_path / "empty", tmp_path / "out")
     src = _checkout(tmp_path / "ccp")
     (src / "label_list.mat").unlink()
     with pytest.raises(ConversionError, match="label_list.mat: label list not found"):
@@ -77,6 +92,9 @@ def test_errors_name_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     odd = _checkout(tmp_path / "odd", [*TAGS[:-1], "cravat"])
     with pytest.raises(ConversionError, match="tag 'cravat' has no class"):
         convert(odd, tmp_path / "out2")
+    few = _checkout(tmp_path / "few", TAGS[:5])  # the annotations use tag numbers up to 7
+    with pytest.raises(ConversionError, match="0001.mat: tag number 7 is not among the 5 tags"):
+        convert(few, tmp_path / "out3", size=(4, 6), progress=False)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "mine.txt").write_text("keep me")
     assert main(["--src", str(odd), "--out", str(tmp_path / "full")]) == 2
@@ -84,15 +102,32 @@ def test_errors_name_the_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert (tmp_path / "full" / "mine.txt").read_text() == "keep me"
 
 
+def _agreement(ours: Path, theirs: Path, pairs: list[tuple[str, str]]) -> dict[str, float]:
+    """Smallest per-image share of equal mask pixels, per mask folder."""
+    worst = {"person": 1.0, "clothes": 1.0}
+    for our_stem, their_stem in pairs:
+        for kind in worst:
+            a = np.asarray(Image.open(ours / kind / f"{our_stem}.png"))
+            b = np.asarray(Image.open(theirs / kind / f"{their_stem}.png"))
+            assert a.shape == b.shape == (600, 400)
+            worst[kind] = min(worst[kind], float((a == b).mean()))
+    return worst
+
+
 def test_raw_sample_matches_ccp_fashion600(ccp_raw: Path, ccp600: Path, tmp_path: Path) -> None:
     counts = convert(ccp_raw, tmp_path / "out", progress=False)
     assert counts == {"converted": 16, "skipped": 0}
     stem_of = {r["ccp_id"]: r["image"] for r in csv.DictReader((ccp600 / "sources.csv").open())}
-    for row in csv.DictReader((tmp_path / "out" / "sources.csv").open()):
-        reference = stem_of[row["ccp_id"]]
-        assert reference <= "0016"
-        for kind in ("person", "clothes"):
-            ours = np.asarray(Image.open(tmp_path / "out" / kind / f"{row['image']}.png"))
-            theirs = np.asarray(Image.open(ccp600 / kind / f"{reference}.png"))
-            assert ours.shape == theirs.shape == (600, 400)
-            assert (ours == theirs).mean() >= 0.99, (kind, row)
+    rows = list(csv.DictReader((tmp_path / "out" / "sources.csv").open()))
+    pairs = [(r["image"], stem_of[r["ccp_id"]]) for r in rows]
+    assert sorted(theirs for _, theirs in pairs) == [f"{i:04d}" for i in range(1, 17)]
+    worst = _agreement(tmp_path / "out", ccp600, pairs)
+    assert worst["person"] >= 0.99 and worst["clothes"] >= 0.99, worst
+
+    # with ccp-fashion600's sources.csv the outputs take its names 0001..0016
+    counts = convert(ccp_raw, tmp_path / "named", sources=ccp600 / "sources.csv", progress=False)
+    assert counts == {"converted": 16, "skipped": 0, "unlisted": 0, "missing": 584}
+    names = sorted(p.stem for p in (tmp_path / "named" / "images").iterdir())
+    assert names == [f"{i:04d}" for i in range(1, 17)]
+    worst = _agreement(tmp_path / "named", ccp600, [(n, n) for n in names])
+    assert worst["person"] >= 0.99 and worst["clothes"] >= 0.99, worst

@@ -56,9 +56,9 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     a = generate(tmp_path / "a", num_images=3, seed=1, height=48, width=32)
     b = generate(tmp_path / "b", num_images=3, seed=1, height=48, width=32)
     c = generate(tmp_path / "c", num_images=3, seed=2, height=48, width=32)
-    digest_a, digest_b = _digest(a), _digest(b)
-    digest_a.pop("README.md"), digest_b.pop("README.md")  # it names the output directory
-    assert digest_a == digest_b
+    digest_a = _digest(a)
+    assert digest_a == _digest(b)  # README included: it does not name the directory
+    assert "seed 1" in (a / "README.md").read_text()
     assert _digest(c)["images/0000.jpg"] != digest_a["images/0000.jpg"]
     # image i depends on (seed, i) only, not on how many images are made
     d = generate(tmp_path / "d", num_images=1, seed=1, height=48, width=32)
@@ -75,3 +75,25 @@ def test_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert _digest(out) == before
     generate(out, num_images=1, seed=5, height=48, width=32, overwrite=True)
     assert _digest(out) != before
+
+
+def test_overwrite_removes_samples_of_a_larger_earlier_run(tmp_path: Path) -> None:
+    out = generate(tmp_path / "d", num_images=3, seed=0, height=32, width=24)
+    assert (
+        main(
+            [
+                "--out",
+                str(out),
+                "--num-images",
+                "2",
+                "--overwrite",
+                "--height",
+                "32",
+                "--width",
+                "24",
+            ]
+        )
+        == 0
+    )
+    for folder in ("images", "person", "clothes"):
+        assert sorted(p.stem for p in (out / folder).iterdir()) == ["0000", "0001"]

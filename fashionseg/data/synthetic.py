@@ -66,8 +66,13 @@ def draw_labels(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     d = ImageDraw.Draw(canvas)
     h = height * rng.uniform(0.6, 0.95)  # person height
     u = h / 8  # one "head" unit
-    cx = width * rng.uniform(0.2, 0.8)
-    top = rng.uniform(-0.05, 1.0) * (height - h) if h < height else 0.0
+    if rng.random() < 0.15:  # anywhere, so the person may be cut at the image border
+        cx = width * rng.uniform(0.1, 0.9)
+        top = rng.uniform(-0.1, 1.1) * (height - h)
+    else:  # mostly inside the frame (raised arms may still reach the border)
+        margin = min(2.6 * u, width / 2)
+        cx = rng.uniform(margin, width - margin)
+        top = rng.uniform(0.1 * u, max(height - h, 0.1 * u))
     lean = rng.uniform(-0.08, 0.08)
     dress = rng.random() < 0.35
     shorts = not dress and rng.random() < 0.3
@@ -228,6 +233,25 @@ def render(rng: np.random.Generator, labels: np.ndarray) -> Image.Image:
     return photo.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
 
 
+def _readme(num_images: int, seed: int, height: int, width: int) -> str:
+    """The dataset's README (it does not name the output directory, so it is reproducible)."""
+    return (
+        "# Synthetic fashion people\n\n"
+        f"{num_images} procedurally drawn photos of one stylised person each, "
+        f"{width} x {height} px (W x H), seed {seed}: the fashionseg project's built-in demo "
+        "and test data, not real photos. Regenerate byte for byte with\n\n"
+        f"    python -m fashionseg.data.synthetic --out DIR --num-images {num_images} "
+        f"--seed {seed} --height {height} --width {width}\n\n"
+        "```\n"
+        "images/<stem>.jpg    RGB photo (JPEG quality 95), stems 0000, 0001, ...\n"
+        "person/<stem>.png   palette PNG: 0 background, 1 person\n"
+        "clothes/<stem>.png  palette PNG: 0 background, 1 skin, 2 hair, 3 tshirt, 4 shoes,\n"
+        "                    5 pants, 6 dress\n"
+        "```\n\n"
+        "The person mask is exactly the union of the non-background clothes classes.\n"
+    )
+
+
 def generate(
     out: str | Path,
     num_images: int = 200,
@@ -257,25 +281,24 @@ def generate(
         )
         save_label_png(out / "clothes" / f"{stem}.png", labels, clothing)
         save_label_png(out / "person" / f"{stem}.png", (labels > 0).astype(np.uint8), person)
-    write_text(
-        out / "README.md",
-        (
-            "# Synthetic fashion people\n\n"
-            f"{num_images} procedurally drawn images of {height}x{width} (H x W), seed {seed}, "
-            "written by\n\n"
-            f"    python -m fashionseg.data.synthetic --out {out} --num-images {num_images} "
-            f"--seed {seed} --height {height} --width {width}\n\n"
-            "Layout: images/<stem>.jpg, person/<stem>.png (0 background, 1 person), "
-            "clothes/<stem>.png (0 background, 1 skin, 2 hair, 3 tshirt, 4 shoes, 5 pants, "
-            "6 dress).\n"
-        ),
-    )
+    _remove_stale(out, {f"{i:04d}" for i in range(num_images)})
+    write_text(out / "README.md", _readme(num_images, seed, height, width))
     return out
+
+
+def _remove_stale(out: Path, stems: set[str]) -> None:
+    """Delete numbered samples an earlier, larger generation left (after ``overwrite``)."""
+    for folder in ("images", "person", "clothes"):
+        for path in (out / folder).iterdir():
+            if path.stem.isdigit() and path.stem not in stems and path.suffix in {".jpg", ".png"}:
+                path.unlink()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fashionseg.data.synthetic", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--out", required=True, help="output dataset directory")
     parser.add_argument("--num-images", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)

@@ -123,7 +123,7 @@ class SegmentationModule(L.LightningModule):
         num_classes = self.task.num_classes
         self.register_buffer("best_threshold", torch.tensor(0.5))
         self.register_buffer("class_thresholds", torch.full((num_classes,), 0.5))
-        self.register_buffer("sweep_thresholds", torch.tensor(thresholds))
+        self.register_buffer("sweep_thresholds", torch.tensor(thresholds), persistent=False)
         self.val_sweep = ThresholdSweep(num_classes, thresholds)
         self.test_scores = ThresholdSweep(num_classes, [0.5])
         self.test_results: dict[str, Any] | None = None
