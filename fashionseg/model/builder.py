@@ -62,25 +62,44 @@ def replace_heads(model: MaskRCNN, num_classes: int) -> MaskRCNN:
     return model
 
 
+def _backbone_settings(
+    arch: str, imagenet: Any, weights: str, trainable_layers: int | None, all_layers: int
+) -> tuple[Any, int, type[nn.Module]]:
+    """Backbone weights, trainable layer count and norm layer of a light architecture.
+
+    Pretrained backbones freeze BatchNorm and train their top 3 layers by default; from
+    random init every layer trains with ordinary BatchNorm.
+    """
+    if weights == "coco":
+        raise ValueError(
+            f"model.arch={arch} has no COCO Mask R-CNN weights in torchvision: "
+            "use model.weights=imagenet or none"
+        )
+    backbone_weights = imagenet if weights == "imagenet" else None
+    trained = backbone_weights is not None
+    if trainable_layers is None:
+        trainable_layers = 3 if trained else all_layers
+    norm = misc_nn_ops.FrozenBatchNorm2d if trained else nn.BatchNorm2d
+    return backbone_weights, trainable_layers, norm
+
+
 def _mobilenet_maskrcnn(
     num_classes: int, weights: str, trainable_backbone_layers: int | None, **kwargs: Any
 ) -> MaskRCNN:
     """Mask R-CNN on a MobileNetV3-Large FPN with anchors matched to its two feature maps."""
-    if weights == "coco":
-        raise ValueError(
-            "model.arch=maskrcnn_mobilenet_v3_large_fpn has no COCO Mask R-CNN weights in "
-            "torchvision: use model.weights=imagenet or none"
-        )
-    backbone_weights = MobileNet_V3_Large_Weights.IMAGENET1K_V1 if weights == "imagenet" else None
-    trained = backbone_weights is not None
-    if trainable_backbone_layers is None:
-        trainable_backbone_layers = 3 if trained else 6
+    backbone_weights, trainable, norm = _backbone_settings(
+        "maskrcnn_mobilenet_v3_large_fpn",
+        MobileNet_V3_Large_Weights.IMAGENET1K_V1,
+        weights,
+        trainable_backbone_layers,
+        all_layers=6,
+    )
     backbone = mobilenet_backbone(
         backbone_name="mobilenet_v3_large",
         weights=backbone_weights,
         fpn=True,
-        trainable_layers=trainable_backbone_layers,
-        norm_layer=misc_nn_ops.FrozenBatchNorm2d if trained else nn.BatchNorm2d,
+        trainable_layers=trainable,
+        norm_layer=norm,
     )
     # The backbone returns two FPN levels ("0", "1") plus a max-pooled one ("pool").
     anchor_sizes = ((32, 64, 128, 256, 512),) * 3
@@ -101,20 +120,18 @@ def _resnet18_maskrcnn(
     num_classes: int, weights: str, trainable_backbone_layers: int | None, **kwargs: Any
 ) -> MaskRCNN:
     """Mask R-CNN on a ResNet-18 FPN: the R50 layout (stride 4-32 FPN) at ~1/2 the cost."""
-    if weights == "coco":
-        raise ValueError(
-            "model.arch=maskrcnn_resnet18_fpn has no COCO Mask R-CNN weights in torchvision: "
-            "use model.weights=imagenet or none"
-        )
-    backbone_weights = ResNet18_Weights.IMAGENET1K_V1 if weights == "imagenet" else None
-    trained = backbone_weights is not None
-    if trainable_backbone_layers is None:
-        trainable_backbone_layers = 3 if trained else 5
+    backbone_weights, trainable, norm = _backbone_settings(
+        "maskrcnn_resnet18_fpn",
+        ResNet18_Weights.IMAGENET1K_V1,
+        weights,
+        trainable_backbone_layers,
+        all_layers=5,
+    )
     backbone = resnet_fpn_backbone(
         backbone_name="resnet18",
         weights=backbone_weights,
-        trainable_layers=trainable_backbone_layers,
-        norm_layer=misc_nn_ops.FrozenBatchNorm2d if trained else nn.BatchNorm2d,
+        trainable_layers=trainable,
+        norm_layer=norm,
     )
     return MaskRCNN(backbone, num_classes=num_classes, **kwargs)
 
