@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast train sweep tensorboard lint format clean
+.PHONY: help install demo test test-fast train sweep tensorboard bench lint format clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ sweep: install ## multirun: make sweep ARGS="optimizer.lr=1e-2,1e-3 data.batch_s
 
 tensorboard: install ## serve TensorBoard on the logs/ directory
 	$(VENV)/bin/tensorboard --logdir logs $(ARGS)
+
+bench: install ## benchmarks: make bench ARGS="--size small" (see fashionseg/bench.py)
+	$(PY) -m fashionseg.bench $(ARGS)
 
 lint: install ## ruff check + format check
 	$(VENV)/bin/ruff check fashionseg tests

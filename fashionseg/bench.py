@@ -13,7 +13,8 @@ d. inference images/s including fusion;
 e. train and inference seconds per image of the default model and of
    ``experiment=cpu_fast``.
 
-``--size small`` uses 240x160 photos (a quick run); ``full`` the dataset's 600x400.
+``--size small`` uses 240x160 photos (a quick run), ``full`` the dataset's 600x400 and
+``tiny`` 64x48 (a smoke test of the benchmark itself, no meaningful figures).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from fashionseg.data.transforms import build_train_transforms
 from fashionseg.model.module import TARGET_KEYS, SegmentationModule
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-SIZES = {"small": (240, 160), "full": (600, 400)}
+SIZES = {"tiny": (64, 48), "small": (240, 160), "full": (600, 400)}
 Batch = tuple[list[torch.Tensor], list[dict[str, Any]]]
 
 
