@@ -19,6 +19,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from fashionseg.cli import UsageError, user_errors
 from fashionseg.data.datamodule import FashionDataModule
 from fashionseg.io_utils import write_json
 from fashionseg.model.checkpoint import module_from_checkpoint, read_checkpoint
@@ -37,7 +38,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score ``cfg.ckpt`` on ``cfg.data``; write metrics into the run directory."""
     split = cfg.data.split
     if split not in SPLITS:
-        raise ValueError(f"unknown data.split {split!r}: choose one of {', '.join(SPLITS)}")
+        raise UsageError(f"unknown data.split {split!r}: choose one of {', '.join(SPLITS)}")
     ckpt = read_checkpoint(cfg.ckpt)
     module = module_from_checkpoint(
         ckpt,
@@ -88,6 +89,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+@user_errors
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns mIoU."""
     return evaluate(cfg).get("miou")

@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
+from fashionseg.cli import user_errors
 from fashionseg.data.io import DataError, read_image
 from fashionseg.io_utils import atomic_write, save_label_png
 from fashionseg.model.module import SegmentationModule
@@ -93,6 +94,7 @@ def predict_files(
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
+@user_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     from fashionseg.model.checkpoint import load_module

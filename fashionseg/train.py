@@ -3,11 +3,17 @@
     python -m fashionseg.train task=clothing data.root=DIR [key=value ...]
     python -m fashionseg.train -m optimizer.lr=1e-2,1e-3 data.batch_size=2,10
     python -m fashionseg.train --cfg job          # print the composed config
+    python -m fashionseg.train ... resume=true    # continue the latest run of the task
 
 Compose -> instantiate -> fit -> test with the best checkpoint. The run directory
 (``logs/<task>/runs/<time>/``) holds the composed config (``.hydra/``), ``split.json``,
 ``checkpoints/`` (best and ``last.ckpt``), TensorBoard events, ``metrics.json``,
 ``results.md`` and ``confusion_matrix.png``.
+
+Resuming: ``resume=true`` continues the newest run of the task under ``paths.log_dir``,
+``resume=RUN_DIR`` a given run and ``ckpt_path=FILE`` a given checkpoint; the weights,
+optimizer, scheduler, epoch, step, validated thresholds and random states come back,
+and the continued run writes into a new run directory.
 """
 
 from __future__ import annotations
@@ -21,9 +27,44 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from fashionseg.cli import UsageError, user_errors
 from fashionseg.results import write_results
 
 log = logging.getLogger(__name__)
+# checkpoints a run can continue from: the end of its last epoch, or an interruption
+RESUMABLE = ("last.ckpt", "interrupted.ckpt")
+
+
+def run_checkpoint(run_dir: Path) -> Path | None:
+    """The newest resumable checkpoint of a run directory, if any."""
+    found = [run_dir / "checkpoints" / name for name in RESUMABLE]
+    found = [p for p in found if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def resume_checkpoint(resume: Any, runs_dir: Path, current: Path | None = None) -> Path | None:
+    """The checkpoint ``resume`` asks for: ``true`` -> newest run in ``runs_dir``.
+
+    ``resume`` may also be a run directory or a checkpoint file; ``false``/``null``
+    means start afresh. ``current`` (this run's own directory) is never chosen.
+    """
+    if resume is None or resume is False:
+        return None
+    if resume is True:
+        runs = [d for d in runs_dir.glob("*") if d.is_dir() and d != current]
+        candidates = [c for c in map(run_checkpoint, runs) if c is not None]
+        if not candidates:
+            raise UsageError(f"resume=true: no run with checkpoints/last.ckpt under {runs_dir}")
+        return max(candidates, key=lambda p: p.stat().st_mtime)
+    path = Path(str(resume))
+    if path.is_file():
+        return path
+    if path.is_dir():
+        found = run_checkpoint(path)
+        if found is None:
+            raise UsageError(f"resume={path}: no checkpoints/last.ckpt in this run directory")
+        return found
+    raise UsageError(f"resume={path}: no such run directory or checkpoint")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -44,7 +85,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     ckpt_path = None
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        start = cfg.get("ckpt_path") or resume_checkpoint(
+            cfg.get("resume"), Path(cfg.paths.log_dir) / cfg.task.name / "runs", out_dir
+        )
+        if start is not None:
+            log.info("resuming from %s", start)
+            print(f"resuming from {start}")
+        trainer.fit(module, datamodule=datamodule, ckpt_path=start)
         ckpt_path = trainer.checkpoint_callback.best_model_path or None
     elif cfg.get("ckpt_path"):
         ckpt_path = cfg.ckpt_path
@@ -76,6 +123,7 @@ def _predict_examples(
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@user_errors
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns test mIoU (for sweepers)."""
     results = train(cfg)

@@ -64,7 +64,14 @@ def module_from_checkpoint(
     hparams["net"] = {**hparams.get("net", {}), "weights": "none"}
     hparams.update({k: v for k, v in overrides.items() if v is not None})
     module = SegmentationModule(**hparams)
-    module.load_state_dict(_with_batchnorm_counters(ckpt["state_dict"], module.state_dict()))
+    try:
+        module.load_state_dict(_with_batchnorm_counters(ckpt["state_dict"], module.state_dict()))
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())
+        raise CheckpointError(
+            f"{path}: weights do not fit a {module.task.name} model "
+            f"({module.task.num_classes} classes): {detail[:300]}"
+        ) from None
     return module.eval()
 
 
