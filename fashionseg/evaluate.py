@@ -43,7 +43,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = module_from_checkpoint(
         ckpt,
         cfg.ckpt,
-        task=cfg.get("task"),
+        task=(cfg.get("task") or {}).get("name"),
         threshold=cfg.get("threshold"),
         thresholds=cfg.get("thresholds"),
     )

@@ -99,7 +99,9 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     from fashionseg.model.checkpoint import load_module
 
-    module = load_module(cfg.ckpt, task=cfg.get("task"), threshold=cfg.get("threshold"))
+    module = load_module(
+        cfg.ckpt, task=(cfg.get("task") or {}).get("name"), threshold=cfg.get("threshold")
+    )
     if cfg.get("device", "cpu") != "cpu":
         module.to(cfg.device)
     files = list_inputs(cfg.input)

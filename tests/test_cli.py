@@ -206,3 +206,95 @@ def test_evaluate_sweeps_a_threshold_list(tiny_run: dict[str, Path]) -> None:
     assert metrics["threshold"] == sweep["best_threshold"]
     assert metrics["split"] == "test"
     assert int(torch.tensor(metrics["confusion_matrix"]).sum()) == 4 * 64 * 48  # test split
+
+
+# Runs predict's CLI, but the third overlay is cut off mid-write by SIGKILL.
+KILLED_PREDICT = """
+import io, os, runpy, signal, sys
+from PIL import Image
+
+original = Image.Image.save
+jpegs = []
+
+def save(self, fp, format=None, **kwargs):
+    if format == "JPEG":
+        jpegs.append(fp)
+        if len(jpegs) == 3:
+            data = io.BytesIO()
+            original(self, data, format=format, **kwargs)
+            with open(fp, "wb") as half:
+                half.write(data.getvalue()[: len(data.getvalue()) // 2])
+                half.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, fp, format=format, **kwargs)
+
+Image.Image.save = save
+sys.argv[0] = "predict"
+runpy.run_module("fashionseg.predict", run_name="__main__")
+"""
+
+
+def test_predict_killed_midway_then_rerun_completes_every_output(
+    tiny_run: dict[str, Path],
+) -> None:
+    ckpt = tiny_run["run"] / "checkpoints" / "last.ckpt"
+    photos = tiny_run["data"] / "images"
+    out = tiny_run["work"] / "pred-killed"
+    args = [f"ckpt={ckpt}", f"input={photos}", f"output={out}"]
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_PREDICT, *args],
+        cwd=tiny_run["work"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    visible = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    # photos 0 and 1 done, photo 2's map written but its overlay cut off (left as a temp)
+    assert visible == ["0000.png", "0000_overlay.jpg", "0001.png", "0001_overlay.jpg", "0002.png"]
+    assert any(p.name.startswith(".0002_overlay.jpg.") for p in out.iterdir())
+
+    proc = run("fashionseg.predict", *args, cwd=tiny_run["work"])
+    assert "8 predicted, 2 already done" in proc.stdout
+    for photo in sorted(photos.iterdir()):
+        for name in (f"{photo.stem}.png", f"{photo.stem}_overlay.jpg"):
+            with Image.open(out / name) as img:
+                img.load()  # a truncated file fails here
+                assert img.size == (48, 64)
+
+
+@pytest.mark.parametrize("cli", ["fashionseg.evaluate", "fashionseg.predict"])
+def test_checkpoint_of_the_other_task_is_a_one_line_error(
+    tiny_run: dict[str, Path], cli: str
+) -> None:
+    ckpt = tiny_run["run"] / "checkpoints" / "last.ckpt"
+    work = tiny_run["work"]
+    args = {
+        "fashionseg.evaluate": [f"data.root={tiny_run['data']}", f"hydra.run.dir={work / 'e2'}"],
+        "fashionseg.predict": [f"input={tiny_run['data'] / 'images'}", f"output={work / 'p2'}"],
+    }[cli]
+    proc = subprocess.run(
+        [sys.executable, "-m", cli, f"ckpt={ckpt}", "task=person", *args],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"error: {ckpt}: checkpoint is for task 'clothing' (7 classes), not 'person' (2 classes)"
+    )
+    assert "Traceback" not in proc.stderr
+    assert not (work / "p2").exists()
+
+
+def test_weights_of_another_class_count_are_refused(
+    tiny_run: dict[str, Path], tmp_path: Path
+) -> None:
+    ckpt = torch.load(tiny_run["run"] / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["task"] = "person"  # clothing weights, person claim
+    forged = tmp_path / "forged.ckpt"
+    torch.save(ckpt, forged)
+    with pytest.raises(CheckpointError, match=r"weights do not fit a person model \(2 classes\)"):
+        load_module(forged)
