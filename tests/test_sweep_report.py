@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from fashionseg.sweep_report import (
@@ -27,6 +27,7 @@ from fashionseg.sweep_report import (
     write_sweep_report,
 )
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
 BASIC = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 SWEEP = ["task=clothing", "optimizer.lr=1e-3,1e-2", "data.batch_size=2,4"]
 # the 4 jobs the basic sweeper makes of SWEEP, in its order
@@ -290,6 +291,46 @@ def test_callback_never_raises_and_ignores_single_runs(
     assert not (tmp_path / "missing").exists()  # single runs get no job.json
     callback.on_multirun_end(config)  # no such sweep directory: logged, not raised
     assert "no such sweep directory" in caplog.text
+
+
+def _compose(*overrides: str) -> DictConfig:
+    """``conf/train.yaml`` with Hydra's own config, as ``--cfg hydra`` shows it."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def _select(group: str, option: str) -> str:
+    """``group=option``, or ``+group=option`` while train.yaml's defaults lack the group."""
+    defaults = OmegaConf.load(CONF / "train.yaml").defaults
+    listed = any(isinstance(d, DictConfig) and group in d for d in defaults)
+    return f"{'' if listed else '+'}{group}={option}"
+
+
+def test_sweep_report_callback_is_registered() -> None:
+    callbacks = _compose().hydra.callbacks
+    assert callbacks.sweep_report._target_ == "fashionseg.sweep_report.SweepReportCallback"
+
+
+def test_optuna_search_config_composes() -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")  # the optional `sweep` extra
+    sweeper = _compose(_select("hparams_search", "optuna")).hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper")
+    assert (sweeper.direction, sweeper.sampler.seed) == ("maximize", 1234)
+    assert dict(sweeper.params) == {
+        "optimizer.lr": "tag(log, interval(1e-4, 1e-2))",
+        "data.batch_size": "choice(2, 4, 8)",
+        "optimizer.weight_decay": "interval(0.0, 1e-3)",
+    }
+
+
+def test_slurm_launcher_config_composes() -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")  # the optional `sweep` extra
+    launcher = _compose(_select("launcher", "submitit_slurm")).hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.tasks_per_node, launcher.nodes) == (1, 1, 1)
+    assert launcher.partition is None  # the cluster's own name goes here
 
 
 def _multirun(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
