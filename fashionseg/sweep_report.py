@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import re
+import socket
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -605,7 +606,7 @@ class SweepReportCallback(Callback):
             "status": "running",
             "overrides": [str(o) for o in config.hydra.overrides.task],
             "start": time.time(),
-            "host": os.uname().nodename,
+            "host": socket.gethostname(),
             "pid": os.getpid(),
         }
         write_json(job_dir / JOB_FILE, record)
