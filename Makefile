@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast train sweep tensorboard bench lint format clean
+.PHONY: help install demo test test-fast train sweep tensorboard bench results lint format clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ help: ## show this help
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev,sweep]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the package with dev tools (idempotent)
@@ -44,6 +44,9 @@ tensorboard: install ## serve TensorBoard on the logs/ directory
 
 bench: install ## benchmarks: make bench ARGS="--size small" (see fashionseg/bench.py)
 	$(PY) -m fashionseg.bench $(ARGS)
+
+results: install ## train + test the results rows on ../shared/data/ccp-fashion600 (hours on a CPU)
+	$(PY) -m fashionseg.report --out results $(ARGS)
 
 lint: install ## ruff check + format check
 	$(VENV)/bin/ruff check fashionseg tests

@@ -16,12 +16,20 @@ class UsageError(ValueError):
     """A setting on the command line that cannot work (the message says which)."""
 
 
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def user_errors(fn: F) -> F:
     """Turn the errors a user can fix into one ``error: ...`` line and exit status 2.
 
     Bad data, unusable checkpoints, impossible settings and a diverging loss name the
     file, value or step in their message; a traceback would only hide it. Anything else
-    is a bug and keeps its traceback.
+    is a bug and keeps its traceback. In a multirun the error is logged and re-raised
+    so that Hydra marks that job failed and goes on with the others.
     """
     from fashionseg.data.io import DataError
     from fashionseg.model.checkpoint import CheckpointError
@@ -35,6 +43,8 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except expected as err:
             log.error("%s", err)
+            if _in_multirun():
+                raise  # Hydra records the failed job and runs the others
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
 

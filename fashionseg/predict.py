@@ -83,8 +83,7 @@ def predict_files(
             log.warning("skipped %s", err)
             summary.skipped_invalid.append(str(path))
             continue
-        output = module([image.to(device, torch.float32) / 255])[0]
-        label_map = module.fuse_outputs(output).cpu()
+        label_map = module.predict_maps([image.to(device, torch.float32) / 255])[0].cpu()
         save_label_png(label_path, label_map.numpy(), module.task)
         shown = overlay(image, label_map, module.task.colors)
         pil = Image.fromarray(shown.permute(1, 2, 0).numpy())
@@ -111,7 +110,9 @@ def main(cfg: DictConfig) -> None:
     files = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
     summary = predict_files(module, files, cfg.output, overwrite=cfg.overwrite)
     summary.skipped_invalid.extend(str(f) for f in unsupported)
-    print(f"{summary}; threshold {module.score_threshold:.2f}; outputs in {cfg.output}")
+    threshold = module.score_threshold
+    shown = "argmax" if threshold is None else f"threshold {threshold:.2f}"
+    print(f"{summary}; {shown}; outputs in {cfg.output}")
 
 
 if __name__ == "__main__":

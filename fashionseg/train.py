@@ -83,7 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         datamodule.write_manifest(out_dir / "split.json")
 
-    ckpt_path = None
+    ckpt_path, best_val = None, None
     if cfg.get("train", True):
         start = cfg.get("ckpt_path") or resume_checkpoint(
             cfg.get("resume"), Path(cfg.paths.log_dir) / cfg.task.name / "runs", out_dir
@@ -93,13 +93,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             print(f"resuming from {start}")
         trainer.fit(module, datamodule=datamodule, ckpt_path=start)
         ckpt_path = trainer.checkpoint_callback.best_model_path or None
+        best = trainer.checkpoint_callback.best_model_score
+        best_val = None if best is None else float(best)
     elif cfg.get("ckpt_path"):
         ckpt_path = cfg.ckpt_path
     if not cfg.get("test", True):
-        return {}
+        return {"best_val_miou": best_val}
     trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    results = module.test_results or {}
-    if trainer.is_global_zero and results:
+    results = {**(module.test_results or {}), "best_val_miou": best_val}
+    if trainer.is_global_zero and module.test_results:
         table = write_results(results, module.task, out_dir, title=f"test ({cfg.task.name})")
         print(table)
         print(f"run directory: {out_dir}")
@@ -125,9 +127,12 @@ def _predict_examples(
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @user_errors
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns test mIoU (for sweepers)."""
-    results = train(cfg)
-    return results.get("miou")
+    """Hydra entry point; returns the best validation mIoU (what sweepers optimise).
+
+    Sweepers see validation, never test, figures: a search tuned on test mIoU would
+    report an optimistic test score.
+    """
+    return train(cfg).get("best_val_miou")
 
 
 if __name__ == "__main__":

@@ -107,6 +107,14 @@ def test_color_jitter_changes_only_the_image() -> None:
     out_image, out = ColorJitter(0.5)(image, target)
     assert out_image.shape == image.shape and not torch.equal(out_image, image)
     assert out is target
+    grey = torch.full_like(image, 0.5)  # hue and saturation cannot change grey...
+    random.seed(1)
+    jittered, _ = ColorJitter(0.5, hue=0.1)(grey, target)
+    spread = jittered.max(dim=0).values - jittered.min(dim=0).values
+    assert torch.allclose(spread, torch.zeros_like(spread), atol=1e-6)  # ...it stays grey
+    random.seed(1)
+    hue_only, _ = ColorJitter(0.0, hue=0.4)(image, target)
+    assert not torch.allclose(hue_only, image.clamp(0, 1), atol=1e-3)  # hue does apply
 
 
 def test_build_train_transforms() -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch import distributed as dist
 from torch.utils.data import DataLoader
 
 from fashionseg.data.dataset import FashionDataset
@@ -115,6 +117,7 @@ class FashionDataModule(L.LightningDataModule):
         hflip: float = 0.0,
         scale_jitter: Sequence[float] | None = None,
         color_jitter: float = 0.0,
+        hue_jitter: float = 0.0,
         batch_size: int = 10,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -144,6 +147,7 @@ class FashionDataModule(L.LightningDataModule):
                 "hflip": float(hflip),
                 "scale_jitter": scale_jitter,
                 "color_jitter": float(color_jitter),
+                "hue_jitter": float(hue_jitter),
                 "batch_size": int(batch_size),
                 "eval_batch_size": int(eval_batch_size) if eval_batch_size else None,
                 "num_workers": int(num_workers),
@@ -199,7 +203,9 @@ class FashionDataModule(L.LightningDataModule):
             hp = self.hparams
             transforms = None
             if split == "train":
-                transforms = build_train_transforms(hp.hflip, hp.scale_jitter, hp.color_jitter)
+                transforms = build_train_transforms(
+                    hp.hflip, hp.scale_jitter, hp.color_jitter, hp.get("hue_jitter", 0.0)
+                )
             self._datasets[split] = FashionDataset(
                 self.root,
                 self.task,
@@ -214,10 +220,17 @@ class FashionDataModule(L.LightningDataModule):
         """A loader over ``split``; only train shuffles."""
         hp = self.hparams
         train = split == "train"
+        dataset = self.dataset(split)
+        sampler = None
+        if not train and dist.is_available() and dist.is_initialized():
+            # Lightning's default DistributedSampler pads evaluation splits by repeating
+            # photos to fill every rank, which would count them twice in the IoU.
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
             shuffle=train,
+            sampler=sampler,
             num_workers=hp.num_workers,
             pin_memory=hp.pin_memory,
             persistent_workers=hp.persistent_workers and hp.num_workers > 0,

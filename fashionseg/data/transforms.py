@@ -102,10 +102,11 @@ class ColorJitter:
 
     Brightness, contrast and saturation factors are drawn from ``[1 - s, 1 + s]``, the hue
     shift from ``[-hue, hue]``; the ops run in random order and the result is clamped to
-    [0, 1]. The target is returned unchanged.
+    [0, 1]. The target is returned unchanged. Hue is off by default: its RGB -> HSV round
+    trip costs about 30 ms per 600x400 photo on one CPU core, 40x the other three together.
     """
 
-    def __init__(self, strength: float = 0.3, hue: float = 0.02) -> None:
+    def __init__(self, strength: float = 0.3, hue: float = 0.0) -> None:
         self.strength, self.hue = strength, hue
 
     def __call__(self, image: Tensor, target: Target) -> Pair:
@@ -114,8 +115,9 @@ class ColorJitter:
             (F.adjust_brightness, random.uniform(1 - s, 1 + s)),
             (F.adjust_contrast, random.uniform(1 - s, 1 + s)),
             (F.adjust_saturation, random.uniform(1 - s, 1 + s)),
-            (F.adjust_hue, random.uniform(-self.hue, self.hue)),
         ]
+        if self.hue > 0:
+            ops.append((F.adjust_hue, random.uniform(-self.hue, self.hue)))
         random.shuffle(ops)
         for op, factor in ops:
             image = op(image, factor)
@@ -129,11 +131,13 @@ def build_train_transforms(
     hflip: float = 0.0,
     scale_jitter: Sequence[float] | None = None,
     color_jitter: float = 0.0,
+    hue_jitter: float = 0.0,
 ) -> Compose:
     """The training augmentation from config values (an empty ``Compose`` when none).
 
     Order: scale jitter (``[min, max]``), horizontal flip (probability ``hflip``), colour
-    jitter (strength ``color_jitter``); a zero or ``None`` setting leaves that step out.
+    jitter (strength ``color_jitter``, hue shift ``hue_jitter``); a zero or ``None``
+    setting leaves that step out.
     """
     transforms: list[Callable[[Tensor, Target], Pair]] = []
     if scale_jitter:
@@ -141,5 +145,5 @@ def build_train_transforms(
     if hflip > 0:
         transforms.append(RandomHorizontalFlip(hflip))
     if color_jitter > 0:
-        transforms.append(ColorJitter(color_jitter))
+        transforms.append(ColorJitter(color_jitter, hue_jitter))
     return Compose(transforms)

@@ -63,7 +63,10 @@ def module_from_checkpoint(
     # The trained weights come from the state dict: never fetch pretrained ones here.
     hparams["net"] = {**hparams.get("net", {}), "weights": "none"}
     hparams.update({k: v for k, v in overrides.items() if v is not None})
-    module = SegmentationModule(**hparams)
+    from fashionseg.model.semantic import SEMANTIC_ARCHS, SemanticModule
+
+    kind = SemanticModule if hparams["net"].get("arch") in SEMANTIC_ARCHS else SegmentationModule
+    module = kind(**hparams)
     try:
         module.load_state_dict(_with_batchnorm_counters(ckpt["state_dict"], module.state_dict()))
     except RuntimeError as err:

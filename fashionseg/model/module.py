@@ -119,7 +119,7 @@ class SegmentationModule(L.LightningModule):
             }
         )
         self.task = get_task(task)
-        self.net = build_maskrcnn(num_classes=self.task.num_classes, **self.hparams.net)
+        self.net = self.build_net(self.hparams.net)
         num_classes = self.task.num_classes
         self.register_buffer("best_threshold", torch.tensor(0.5))
         self.register_buffer("class_thresholds", torch.full((num_classes,), 0.5))
@@ -128,6 +128,13 @@ class SegmentationModule(L.LightningModule):
         self.test_scores = ThresholdSweep(num_classes, [0.5])
         self.test_results: dict[str, Any] | None = None
         self._shown: list[tuple[Tensor, Tensor, Tensor]] = []  # (image, target, maps [T,H,W])
+
+    # whether label maps depend on a score threshold (swept on validation, stored, shown)
+    uses_threshold = True
+
+    def build_net(self, settings: Mapping[str, Any]) -> torch.nn.Module:
+        """The network for this task's classes from the ``net`` settings."""
+        return build_maskrcnn(num_classes=self.task.num_classes, **settings)
 
     # ----------------------------------------------------------------- inference
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
@@ -150,8 +157,13 @@ class SegmentationModule(L.LightningModule):
             class_thresholds=class_thresholds,
         )
 
+    @torch.no_grad()
+    def predict_maps(self, images: list[Tensor]) -> list[Tensor]:
+        """Label maps (H x W, each photo's own size) for a list of [0, 1] float images."""
+        return [self.fuse_outputs(output) for output in self.net(images)]
+
     @property
-    def score_threshold(self) -> float:
+    def score_threshold(self) -> float | None:
         """The global score threshold in use: the override, else the validated one."""
         if self.hparams.threshold is not None:
             return float(self.hparams.threshold)
@@ -162,16 +174,20 @@ class SegmentationModule(L.LightningModule):
         images, targets = batch
         losses = self.net(images, [{k: t[k] for k in TARGET_KEYS} for t in targets])
         total = sum(losses.values())
-        if not torch.isfinite(total):
-            bad = [f"{k}={v.item()}" for k, v in losses.items() if not torch.isfinite(v)]
-            raise NonFiniteLossError(
-                f"non-finite training loss at step {self.global_step} "
-                f"(epoch {self.current_epoch}, batch {batch_idx}): {', '.join(bad)}"
-            )
+        self._check_finite(losses, batch_idx)
         batch_size = len(images)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size)
         self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
         return total
+
+    def _check_finite(self, losses: Mapping[str, Tensor], batch_idx: int) -> None:
+        """Stop at once, naming the step and the terms, when a loss is NaN or infinite."""
+        bad = [f"{k}={v.item()}" for k, v in losses.items() if not torch.isfinite(v)]
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite training loss at step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_idx}): {', '.join(bad)}"
+            )
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
@@ -211,7 +227,8 @@ class SegmentationModule(L.LightningModule):
         for t, value in zip(self.hparams.thresholds, miou.tolist(), strict=True):
             self.log(f"val_sweep/miou@{t:.2f}", value)
         self.log("val/miou", miou[best].item(), prog_bar=True)
-        self.log("val/best_threshold", float(result["best_threshold"]))
+        if self.uses_threshold:
+            self.log("val/best_threshold", float(result["best_threshold"]))
         self.log("val/pixel_accuracy", result["pixel_accuracy"].reshape(-1)[best].item())
         for name, value in zip(self.task.class_names, result["iou"][best].tolist(), strict=True):
             self.log(f"val/iou/{name}", value)
@@ -241,8 +258,9 @@ class SegmentationModule(L.LightningModule):
         if writer is None or self.trainer.sanity_checking or not self.trainer.is_global_zero:
             return
         thresholds = self.hparams.thresholds
-        fig = threshold_curve(thresholds, miou, thresholds[best])
-        writer.add_figure("val/threshold_curve", fig, self.global_step)
+        if self.uses_threshold:
+            fig = threshold_curve(thresholds, miou, thresholds[best])
+            writer.add_figure("val/threshold_curve", fig, self.global_step)
         if shown:
             grid = comparison_grid(
                 [s[0] for s in shown],
@@ -255,8 +273,8 @@ class SegmentationModule(L.LightningModule):
     # ---------------------------------------------------------------------- test
     def test_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> None:
         images, targets = batch
-        for output, target in zip(self.net(images), targets, strict=True):
-            self.test_scores.update(self.fuse_outputs(output)[None], target["semantic"])
+        for label_map, target in zip(self.predict_maps(images), targets, strict=True):
+            self.test_scores.update(label_map[None], target["semantic"])
 
     def on_test_epoch_end(self) -> None:
         result = self.test_scores.compute()
@@ -283,10 +301,9 @@ class SegmentationModule(L.LightningModule):
         logger = next((lg for lg in self.loggers if isinstance(lg, TensorBoardLogger)), None)
         if logger is None or not self.trainer.is_global_zero or self.test_results is None:
             return
-        metrics = {
-            "hp/test_miou": self.test_results["miou"] or 0.0,
-            "hp/best_threshold": self.score_threshold,
-        }
+        metrics = {"hp/test_miou": self.test_results["miou"] or 0.0}
+        if self.score_threshold is not None:
+            metrics["hp/best_threshold"] = self.score_threshold
         val = getattr(self, "last_val_result", None)
         if val is not None:
             metrics["hp/val_miou"] = float(val["miou"].reshape(-1)[int(val["best_index"])])
@@ -299,4 +316,4 @@ class SegmentationModule(L.LightningModule):
             if isinstance(batch, tuple | list) and batch and isinstance(batch[0], list)
             else batch
         )
-        return [self.fuse_outputs(out) for out in self.net(list(images))]
+        return self.predict_maps(list(images))

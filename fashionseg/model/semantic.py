@@ -1,0 +1,168 @@
+"""A semantic-segmentation baseline: torchvision LRASPP / DeepLabV3 / FCN, per-pixel loss.
+
+Trained through the same DataModule and scored by the same metrics as the Mask R-CNN
+module, so the two approaches compare in one table. There are no instances and no score
+threshold: each pixel takes the class of highest probability.
+
+Photos are resized like Mask R-CNN does (scale ``min(min_size / short side, max_size /
+long side)``), normalised with ImageNet statistics, padded to a batch whose sides are
+multiples of 32 (padding is ignored by the loss), and the logits are cropped and
+upsampled back to each photo's own size before the argmax.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models import get_model, get_model_weights
+
+from fashionseg.model.module import SegmentationModule
+
+log = logging.getLogger(__name__)
+SEMANTIC_ARCHS = (
+    "lraspp_mobilenet_v3_large",
+    "deeplabv3_mobilenet_v3_large",
+    "deeplabv3_resnet50",
+    "fcn_resnet50",
+)
+SEMANTIC_WEIGHTS = ("auto", "coco", "imagenet", "none")
+IGNORE = 255
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def _replace_classifier(model: nn.Module, num_classes: int) -> nn.Module:
+    """New last 1x1 convolutions for ``num_classes`` (after loading 21-class weights)."""
+    head = model.classifier
+    if hasattr(head, "low_classifier"):  # LRASPP
+        head.low_classifier = nn.Conv2d(head.low_classifier.in_channels, num_classes, 1)
+        head.high_classifier = nn.Conv2d(head.high_classifier.in_channels, num_classes, 1)
+    else:  # DeepLabHead / FCNHead: the last layer is the classifier
+        head[-1] = nn.Conv2d(head[-1].in_channels, num_classes, 1)
+    model.aux_classifier = None
+    return model
+
+
+def build_semantic(
+    arch: str = "lraspp_mobilenet_v3_large", num_classes: int = 2, weights: str = "none"
+) -> nn.Module:
+    """A torchvision segmentation model for ``num_classes`` classes (background included).
+
+    ``weights``: ``coco`` (torchvision's COCO-with-VOC-labels model, classifier replaced),
+    ``imagenet`` (backbone only), ``none`` (random init) or ``auto`` (``coco`` when it
+    can be loaded from the torch hub cache or downloaded, else ``none`` with a warning).
+    """
+    if arch not in SEMANTIC_ARCHS:
+        raise ValueError(f"unknown model.arch {arch!r}: choose one of {', '.join(SEMANTIC_ARCHS)}")
+    if weights not in SEMANTIC_WEIGHTS:
+        raise ValueError(
+            f"unknown model.weights {weights!r}: choose one of {', '.join(SEMANTIC_WEIGHTS)}"
+        )
+    coco = get_model_weights(arch).DEFAULT
+    if weights == "auto":
+        try:
+            coco.get_state_dict(progress=False, check_hash=True)
+            weights = "coco"
+        except (OSError, RuntimeError) as err:
+            log.warning("%s weights unavailable (%s): random init", arch, str(err)[:200])
+            weights = "none"
+    if weights == "coco":
+        return _replace_classifier(get_model(arch, weights=coco), num_classes)
+    backbone = None
+    if weights == "imagenet":
+        backbone_name = "mobilenet_v3_large" if "mobilenet" in arch else "resnet50"
+        backbone = get_model_weights(backbone_name).DEFAULT
+    return get_model(
+        arch,
+        weights=None,
+        weights_backbone=backbone,
+        num_classes=num_classes,
+        **({} if arch.startswith("lraspp") else {"aux_loss": False}),
+    )
+
+
+class SemanticModule(SegmentationModule):
+    """Per-pixel cross-entropy training of a torchvision segmentation model.
+
+    ``net`` holds ``arch``, ``weights``, ``min_size`` and ``max_size``; the other
+    arguments are those of :class:`SegmentationModule` (``fusion`` and the score
+    thresholds do not apply and are ignored).
+    """
+
+    uses_threshold = False
+
+    def __init__(self, task: str = "person", net: Mapping[str, Any] | None = None, **kwargs: Any):
+        kwargs.pop("thresholds", None)
+        kwargs.pop("threshold", None)
+        super().__init__(task=task, net=net, thresholds=[0.5], **kwargs)
+        self.register_buffer("mean", torch.tensor(MEAN).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(STD).view(3, 1, 1), persistent=False)
+
+    def build_net(self, settings: Mapping[str, Any]) -> nn.Module:
+        settings = dict(settings)
+        self.min_size = int(settings.pop("min_size", 400))
+        self.max_size = int(settings.pop("max_size", 600))
+        return build_semantic(num_classes=self.task.num_classes, **settings)
+
+    @property
+    def score_threshold(self) -> None:
+        return None
+
+    # ---------------------------------------------------------------- batching
+    def _size(self, height: int, width: int) -> tuple[int, int]:
+        scale = min(self.min_size / min(height, width), self.max_size / max(height, width))
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    def _batch(self, images: list[Tensor], labels: list[Tensor] | None = None) -> tuple:
+        """Resized, normalised, padded images [B,3,H,W] (+ labels [B,H,W], padding ignored)."""
+        sizes = [self._size(*img.shape[-2:]) for img in images]
+        height = 32 * math.ceil(max(h for h, _ in sizes) / 32)
+        width = 32 * math.ceil(max(w for _, w in sizes) / 32)
+        x = images[0].new_zeros(len(images), 3, height, width)
+        y = None if labels is None else torch.full_like(x[:, 0], IGNORE, dtype=torch.long)
+        for i, (img, (h, w)) in enumerate(zip(images, sizes, strict=True)):
+            resized = F.interpolate(img[None], (h, w), mode="bilinear", align_corners=False)
+            x[i, :, :h, :w] = (resized[0] - self.mean) / self.std
+            if labels is not None:
+                label = labels[i][None, None].float()
+                y[i, :h, :w] = F.interpolate(label, (h, w), mode="nearest")[0, 0].long()
+        return x, y, sizes
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, images: list[Tensor]) -> list[Tensor]:
+        """Class probabilities [C, H, W] at each photo's own size."""
+        x, _, sizes = self._batch(images)
+        logits = self.net(x)["out"]
+        out = []
+        for i, (img, (h, w)) in enumerate(zip(images, sizes, strict=True)):
+            crop = logits[i : i + 1, :, :h, :w]
+            full = F.interpolate(crop, img.shape[-2:], mode="bilinear", align_corners=False)
+            out.append(full[0].softmax(0))
+        return out
+
+    @torch.no_grad()
+    def predict_maps(self, images: list[Tensor]) -> list[Tensor]:
+        return [probs.argmax(0) for probs in self(images)]
+
+    def training_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> Tensor:
+        images, targets = batch
+        x, y, _ = self._batch(images, [t["semantic"] for t in targets])
+        loss = F.cross_entropy(self.net(x)["out"], y, ignore_index=IGNORE)
+        self._check_finite({"loss_ce": loss}, batch_idx)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
+        return loss
+
+    def validation_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> None:
+        images, targets = batch
+        for image, label_map, target in zip(
+            images, self.predict_maps(images), targets, strict=True
+        ):
+            self.val_sweep.update(label_map[None], target["semantic"])
+            if len(self._shown) < self._images_to_show():
+                self._shown.append((image.detach(), target["semantic"], label_map[None]))

@@ -1,0 +1,109 @@
+"""The semantic-segmentation baseline: builder, batching, training, checkpoint round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from fashionseg.data.datamodule import collate
+from fashionseg.model.checkpoint import load_module
+from fashionseg.model.module import NonFiniteLossError
+from fashionseg.model.semantic import IGNORE, SemanticModule, build_semantic
+
+NET = {"arch": "lraspp_mobilenet_v3_large", "weights": "none", "min_size": 40, "max_size": 60}
+
+
+def batch(n: int = 2) -> tuple[list[torch.Tensor], list[dict]]:
+    """Photos of two sizes whose left half is class 1, right half class 2."""
+    images, targets = [], []
+    for i in range(n):
+        h, w = (60, 40) if i % 2 == 0 else (30, 30)
+        label = torch.zeros(h, w, dtype=torch.long)
+        label[:, : w // 2], label[:, w // 2 :] = 1, 2
+        image = torch.stack([label == 1, label == 2, torch.zeros_like(label, dtype=bool)]).float()
+        images.append(image)
+        targets.append({"semantic": label})
+    return images, targets
+
+
+def test_unknown_arch_and_weights() -> None:
+    with pytest.raises(ValueError, match="unknown model.arch 'unet'"):
+        build_semantic("unet", 3)
+    with pytest.raises(ValueError, match="unknown model.weights 'voc'"):
+        build_semantic(num_classes=3, weights="voc")
+
+
+def test_coco_weights_come_from_the_hub_cache_with_a_new_classifier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchvision.models.segmentation import LRASPP_MobileNet_V3_Large_Weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    weights = LRASPP_MobileNet_V3_Large_Weights.DEFAULT
+    reference = build_semantic(num_classes=21)
+    marker = torch.full_like(reference.backbone["0"][0].weight, 0.125)
+    state = {**reference.state_dict(), "backbone.0.0.weight": marker}
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(state, cache / weights.url.rsplit("/", 1)[-1])
+    model = build_semantic(num_classes=7, weights="auto")
+    assert torch.equal(model.backbone["0"][0].weight, marker)
+    assert model.classifier.low_classifier.out_channels == 7
+    assert model.classifier.high_classifier.out_channels == 7
+
+
+def test_batch_resizes_pads_and_ignores_the_padding() -> None:
+    module = SemanticModule(task="clothing", net=NET)
+    images, targets = batch()
+    x, y, sizes = module._batch(images, [t["semantic"] for t in targets])
+    assert sizes == [(60, 40), (40, 40)]  # scales min(40/40, 60/60), min(40/30, 60/30)
+    assert x.shape == (2, 3, 64, 64) and y.shape == (2, 64, 64)
+    assert (y[1, 40:] == IGNORE).all() and (y[1, :, 40:] == IGNORE).all()
+    assert (y[1, :40, :40] != IGNORE).all()
+    assert set(y[0, :60, :40].unique().tolist()) == {1, 2}
+    probs = module.eval()(images)
+    assert [p.shape for p in probs] == [(7, 60, 40), (7, 30, 30)]
+    torch.testing.assert_close(probs[0].sum(0), torch.ones(60, 40))
+
+
+def test_trains_to_fit_a_toy_batch_and_round_trips_a_checkpoint(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = SemanticModule(
+        task="clothing",
+        net=NET,
+        optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-2},
+        log_images=0,
+    )
+    images, targets = batch(4)
+    data = list(zip(images, targets, strict=True))
+    loader = DataLoader(data, batch_size=2, collate_fn=collate)
+    trainer = L.Trainer(
+        max_epochs=15,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, loader, loader)
+    assert module.last_val_result["miou"].reshape(-1)[0] > 0.5
+    trainer.test(module, loader)
+    assert module.test_results["threshold"] is None and module.test_results["miou"] > 0.5
+    ckpt = tmp_path / "semantic.ckpt"
+    trainer.save_checkpoint(ckpt)
+    loaded = load_module(ckpt)
+    assert isinstance(loaded, SemanticModule)
+    for a, b in zip(loaded.predict_maps(images), module.eval().predict_maps(images), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_non_finite_loss_names_the_step() -> None:
+    module = SemanticModule(task="person", net=NET)
+    images, targets = batch()
+    images[0][:] = float("nan")
+    with pytest.raises(NonFiniteLossError, match=r"step 0 .*loss_ce=nan"):
+        module.training_step((images, [{**t, "semantic": t["semantic"] % 2} for t in targets]), 0)
