@@ -13,7 +13,7 @@ def test_bench_reports_every_figure() -> None:
     result = run(size="tiny", reps=1, warmup=1, batch_size=2)
     assert result["a_train_step"]["ratio"] > 0
     assert result["b_validation"]["thresholds"] == 19
-    assert set(result["c_data_samples_per_s"]) == {"augmented", "plain"}
+    assert set(result["c_data_samples_per_s"]) == {"augmented", "augmented_hue", "plain"}
     assert result["d_inference_images_per_s"] > 0
     assert set(result["e_configs"]) == {"default", "cpu_fast"}
     report = format_report(result)

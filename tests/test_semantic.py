@@ -56,6 +56,14 @@ def test_coco_weights_come_from_the_hub_cache_with_a_new_classifier(
     assert model.classifier.high_classifier.out_channels == 7
 
 
+def test_random_init_batchnorm_follows_the_weights_quickly() -> None:
+    from torch import nn
+
+    model = build_semantic(num_classes=3)
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(m.momentum == 0.1 for m in norms)
+
+
 def test_batch_resizes_pads_and_ignores_the_padding() -> None:
     module = SemanticModule(task="clothing", net=NET)
     images, targets = batch()

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from fashionseg.data.dataset import FashionDataset
-from fashionseg.data.targets import mask_to_target
+from fashionseg.data.targets import boxes_of, mask_to_target
 
 # Clothing label map of image "a" (H=6, W=8). Class 6 is two diagonal pixels: one
 # 8-connected component. Class 4 and 5 have two components each.
@@ -174,3 +174,18 @@ def test_maskrcnn_trains_on_empty_target() -> None:
     losses = model([torch.rand(3, 48, 32)], [target])
     assert set(losses) >= {"loss_classifier", "loss_box_reg", "loss_mask"}
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_boxes_of_equals_torchvision_masks_to_boxes_plus_one() -> None:
+    from torchvision.ops import masks_to_boxes
+
+    generator = torch.Generator().manual_seed(0)
+    masks = (torch.rand(50, 31, 17, generator=generator) > 0.97).to(torch.uint8)
+    masks[:, 5, 3] = 1  # none empty
+    masks[0] = 0
+    masks[0, 30, 16] = 1  # a single corner pixel
+    expected = masks_to_boxes(masks).float() + torch.tensor([0.0, 0.0, 1.0, 1.0])
+    assert torch.equal(boxes_of(masks), expected)
+    assert boxes_of(masks[:0]).shape == (0, 4)
+    with pytest.raises(ValueError, match="at least one pixel"):
+        boxes_of(torch.zeros(1, 4, 4, dtype=torch.uint8))

@@ -64,19 +64,23 @@ class FashionDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         sample = self.samples[index]
-        image = read_image(sample.image).float().div_(255)
+        image = read_image(sample.image)
         ids = read_mask(sample.mask, self.task)
         if tuple(ids.shape) != tuple(image.shape[1:]):
             raise DataError(
                 f"{sample.mask}: mask size {ids.shape[1]}x{ids.shape[0]} does not match photo "
                 f"size {image.shape[2]}x{image.shape[1]} (W x H)"
             )
-        target: dict[str, Any] = mask_to_target(
-            ids, self.task.num_classes, self.instances, self.min_area
+        target: dict[str, Any] = {"semantic": torch.from_numpy(ids).to(torch.int64)}
+        if self.transforms is not None:  # on the uint8 photo and the label map only
+            image, target = self.transforms(image, target)
+        target.update(
+            mask_to_target(
+                target["semantic"].numpy(), self.task.num_classes, self.instances, self.min_area
+            )
         )
-        target["semantic"] = torch.from_numpy(ids).to(torch.int64)
         target["image_id"] = torch.tensor(self._ids[sample.stem], dtype=torch.int64)
         target["stem"] = sample.stem
-        if self.transforms is not None:
-            image, target = self.transforms(image, target)
+        if image.dtype == torch.uint8:
+            image = image.float().div_(255)
         return image, target

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from scipy import ndimage
-from torchvision.ops import masks_to_boxes
 
 INSTANCE_MODES = ("class", "components")
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -21,9 +20,18 @@ def boxes_of(masks: torch.Tensor) -> torch.Tensor:
     """
     if masks.shape[0] == 0:
         return torch.zeros((0, 4), dtype=torch.float32)
-    boxes = masks_to_boxes(masks).to(torch.float32)
-    boxes[:, 2:] += 1
-    return boxes
+    # Row/column occupancy then first/last index: the same boxes as masks_to_boxes (+1),
+    # which gathers every pixel's coordinates and costs ~5x more at 600x400.
+    rows = masks.any(dim=2)  # N x H
+    cols = masks.any(dim=1)  # N x W
+    if not bool(rows.any(dim=1).all()):
+        raise ValueError("boxes_of: every mask must have at least one pixel")
+    height, width = rows.shape[1], cols.shape[1]
+    y1 = rows.to(torch.uint8).argmax(dim=1)
+    y2 = height - rows.flip(1).to(torch.uint8).argmax(dim=1)
+    x1 = cols.to(torch.uint8).argmax(dim=1)
+    x2 = width - cols.flip(1).to(torch.uint8).argmax(dim=1)
+    return torch.stack([x1, y1, x2, y2], dim=1).to(torch.float32)
 
 
 def empty_target(height: int, width: int) -> dict[str, torch.Tensor]:

@@ -1,9 +1,13 @@
 """Training augmentation on ``(image, target)`` pairs, applied consistently.
 
-Each transform takes and returns ``(image, target)``: ``image`` float 3 x H x W in [0, 1],
-``target`` with ``masks`` (N x H x W uint8), ``boxes`` (N x 4), ``labels`` and
-``semantic`` (H x W int64). Geometric transforms move all of them together and
-recompute the boxes from the masks.
+Each transform takes and returns ``(image, target)``: ``image`` 3 x H x W, uint8 or float
+in [0, 1]; ``target`` with ``semantic`` (H x W int64) and, optionally, the instances
+``masks`` (N x H x W uint8), ``boxes`` (N x 4) and ``labels``. Geometric transforms move
+all of them together and recompute the boxes from the masks.
+
+:class:`~fashionseg.data.dataset.FashionDataset` runs them on the uint8 photo and the label
+map alone and derives the instances afterwards (the cheapest order: one box computation,
+no per-instance resizing); colour jitter converts to float first.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
@@ -51,11 +56,12 @@ class RandomHorizontalFlip:
             return image, target
         width = image.shape[-1]
         target = dict(target)
-        target["masks"] = target["masks"].flip(-1)
         target["semantic"] = target["semantic"].flip(-1)
-        boxes = target["boxes"].clone()
-        boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]  # pixel-edge coordinates
-        target["boxes"] = boxes
+        if "masks" in target:
+            target["masks"] = target["masks"].flip(-1)
+            boxes = target["boxes"].clone()
+            boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]  # pixel-edge coordinates
+            target["boxes"] = boxes
         return image.flip(-1), target
 
     def __repr__(self) -> str:
@@ -78,10 +84,13 @@ class RandomScale:
         scale = random.uniform(self.min_scale, self.max_scale)
         height, width = image.shape[-2:]
         size = [max(round(height * scale), 1), max(round(width * scale), 1)]
-        image = F.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        # antialiasing only matters when shrinking
+        image = F.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=scale < 1)
         nearest = InterpolationMode.NEAREST
         target = dict(target)
         target["semantic"] = F.resize(target["semantic"][None], size, interpolation=nearest)[0]
+        if "masks" not in target:
+            return image, target
         masks = target["masks"]
         if masks.shape[0]:
             masks = F.resize(masks, size, interpolation=nearest)
@@ -110,6 +119,8 @@ class ColorJitter:
         self.strength, self.hue = strength, hue
 
     def __call__(self, image: Tensor, target: Target) -> Pair:
+        if image.dtype == torch.uint8:
+            image = image.float().div_(255)
         s = self.strength
         ops = [
             (F.adjust_brightness, random.uniform(1 - s, 1 + s)),

@@ -33,6 +33,7 @@ SEMANTIC_ARCHS = (
 )
 SEMANTIC_WEIGHTS = ("auto", "coco", "imagenet", "none")
 IGNORE = 255
+BN_MOMENTUM = 0.1  # PyTorch's default
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
@@ -78,13 +79,21 @@ def build_semantic(
     if weights == "imagenet":
         backbone_name = "mobilenet_v3_large" if "mobilenet" in arch else "resnet50"
         backbone = get_model_weights(backbone_name).DEFAULT
-    return get_model(
+    model = get_model(
         arch,
         weights=None,
         weights_backbone=backbone,
         num_classes=num_classes,
         **({} if arch.startswith("lraspp") else {"aux_loss": False}),
     )
+    if backbone is None:
+        # MobileNetV3's BatchNorm keeps running statistics with momentum 0.01, tuned for
+        # long ImageNet schedules: from random init in a few hundred steps they lag the
+        # weights so far behind that eval mode predicts background everywhere.
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.momentum = BN_MOMENTUM
+    return model
 
 
 class SemanticModule(SegmentationModule):
