@@ -175,21 +175,8 @@ RESULTS = [
     (
         "code",
         """
-        # a small, fast model (the settings of tests/test_cli.py)
-        TINY = [
-            "model=maskrcnn_mobilenet",
-            "model.net.rpn_pre_nms_top_n_train=200",
-            "model.net.rpn_post_nms_top_n_train=100",
-            "model.net.rpn_pre_nms_top_n_test=100",
-            "model.net.rpn_post_nms_top_n_test=50",
-            "model.net.box_batch_size_per_image=64",
-            "model.net.box_detections_per_img=20",
-            "optimizer=adamw",
-            "optimizer.lr=1e-3",
-            "data.batch_size=2",
-            "trainer.log_every_n_steps=1",
-            "fusion.thresholds=[0.05,0.2,0.35,0.5,0.65,0.8,0.95]",
-        ]
+        # a small, fast model (conf/experiment/tiny.yaml) with a finer threshold sweep
+        TINY = ["experiment=tiny", "fusion.thresholds=[0.05,0.2,0.35,0.5,0.65,0.8,0.95]"]
 
 
         def train_tiny_run(work: Path) -> Path:

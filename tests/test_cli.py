@@ -15,23 +15,7 @@ from fashionseg.model.checkpoint import CheckpointError, load_module
 
 pytestmark = pytest.mark.slow
 
-TINY = [
-    "model=maskrcnn_mobilenet",
-    "model.net.min_size=48",
-    "model.net.max_size=64",
-    "model.net.rpn_pre_nms_top_n_train=200",
-    "model.net.rpn_post_nms_top_n_train=100",
-    "model.net.rpn_pre_nms_top_n_test=100",
-    "model.net.rpn_post_nms_top_n_test=50",
-    "model.net.box_batch_size_per_image=64",
-    "model.net.box_detections_per_img=20",
-    "optimizer=adamw",
-    "optimizer.lr=1e-3",
-    "data.batch_size=2",
-    "trainer.max_epochs=2",
-    "trainer.log_every_n_steps=1",
-    "fusion.thresholds=[0.05,0.5,0.9]",
-]
+TINY = ["experiment=tiny"]  # conf/experiment/tiny.yaml
 
 
 def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -32,21 +32,7 @@ BASIC = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 SWEEP = ["task=clothing", "optimizer.lr=1e-3,1e-2", "data.batch_size=2,4"]
 # the 4 jobs the basic sweeper makes of SWEEP, in its order
 JOBS = [("0.001", "2"), ("0.001", "4"), ("0.01", "2"), ("0.01", "4")]
-# as tests/test_cli.py's TINY, less the keys the multirun below sets itself
-TINY = [
-    "model=maskrcnn_mobilenet",
-    "model.net.min_size=48",
-    "model.net.max_size=64",
-    "model.net.rpn_pre_nms_top_n_train=200",
-    "model.net.rpn_post_nms_top_n_train=100",
-    "model.net.rpn_pre_nms_top_n_test=100",
-    "model.net.rpn_post_nms_top_n_test=50",
-    "model.net.box_batch_size_per_image=64",
-    "model.net.box_detections_per_img=20",
-    "optimizer=adamw",
-    "trainer.log_every_n_steps=1",
-    "fusion.thresholds=[0.05,0.5,0.9]",
-]
+TINY = ["experiment=tiny"]  # conf/experiment/tiny.yaml
 
 
 def _write_yaml(path: Path, data: object) -> None:
