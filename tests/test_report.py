@@ -1,0 +1,61 @@
+"""The results report: table from run directories, finished rows kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fashionseg.io_utils import write_json
+from fashionseg.metrics import metrics_dict
+from fashionseg.report import main, run_row, table
+from fashionseg.tasks import get_task
+
+
+def fake_row(out: Path, task: str, row: str, cm: torch.Tensor, **kwargs: object) -> None:
+    names = get_task(task).class_names
+    write_json(out / f"{task}-{row}" / "metrics.json", metrics_dict(cm, names, **kwargs))
+    write_json(
+        out / f"{task}-{row}" / "report_timing.json",
+        {"seconds": 90.0, "hardware": "CPU, 2 cores, 2 threads", "command": []},
+    )
+
+
+def test_table_lists_each_row_with_its_command(tmp_path: Path) -> None:
+    cm = torch.tensor([[8, 2], [0, 10]])  # IoU 0.8 background, 10/12 person
+    fake_row(tmp_path, "person", "ccp_report", cm, threshold=0.35)
+    fake_row(tmp_path, "person", "ccp_semantic", cm)
+    text = table(tmp_path, ["ccp_report", "ccp_improved", "ccp_semantic"], ["person"], "D")
+    lines = text.splitlines()
+    assert "| ccp_report | 80.0 | 83.3 | **81.7** | 90.0 | 0.35 | 1.5 min |" in lines
+    assert "| ccp_semantic | 80.0 | 83.3 | **81.7** | 90.0 | argmax | 1.5 min |" in lines
+    assert any(line.startswith("| ccp_improved | not run") for line in lines)
+    assert (
+        "- ccp_report: `python -m fashionseg.train experiment=ccp_report task=person "
+        "data.root=D`" in lines
+    )
+    assert "Trained on: CPU, 2 cores, 2 threads." in text
+
+
+def test_per_class_thresholds_are_shown_without_background(tmp_path: Path) -> None:
+    cm = torch.eye(7, dtype=torch.int64) * 5
+    fake_row(
+        tmp_path,
+        "clothing",
+        "ccp_improved",
+        cm,
+        threshold=0.5,
+        class_thresholds=[0.5, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7],
+    )
+    text = table(tmp_path, ["ccp_improved"], ["clothing"], None)
+    assert "per class 0.10/0.20/0.30/0.40/0.60/0.70" in text
+    assert "| 100.0 | 100.0 |" in text
+
+
+def test_finished_rows_are_kept_and_the_table_written(tmp_path: Path, capsys) -> None:
+    cm = torch.tensor([[8, 2], [0, 10]])
+    fake_row(tmp_path, "person", "ccp_semantic", cm)
+    assert run_row("ccp_semantic", "person", None, tmp_path) == tmp_path / "person-ccp_semantic"
+    assert "done, kept" in capsys.readouterr().out
+    assert main(["--out", str(tmp_path), "--tasks", "person", "--rows", "ccp_semantic"]) == 0
+    assert "| ccp_semantic | 80.0 |" in (tmp_path / "results.md").read_text()
