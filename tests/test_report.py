@@ -32,7 +32,7 @@ def test_table_lists_each_row_with_its_command(tmp_path: Path) -> None:
     assert any(line.startswith("| ccp_improved | not run") for line in lines)
     assert (
         "- ccp_report: `python -m fashionseg.train experiment=ccp_report task=person "
-        "data.root=D`" in lines
+        "optimizer.lr=2e-3 data.root=D`" in lines
     )
     assert "Trained on: CPU, 2 cores, 2 threads." in text
 
