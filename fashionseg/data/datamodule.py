@@ -204,7 +204,7 @@ class FashionDataModule(L.LightningDataModule):
             transforms = None
             if split == "train":
                 transforms = build_train_transforms(
-                    hp.hflip, hp.scale_jitter, hp.color_jitter, hp.get("hue_jitter", 0.0)
+                    hp.hflip, hp.scale_jitter, hp.color_jitter, hp.hue_jitter
                 )
             self._datasets[split] = FashionDataset(
                 self.root,

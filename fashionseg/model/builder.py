@@ -53,6 +53,25 @@ def _hub_dir() -> str:
     return torch.hub.get_dir()
 
 
+def resolve_auto(arch: str, coco: Any) -> str:
+    """``weights=auto``: ``coco`` when ``coco`` (a torchvision weights entry) loads from
+    the torch hub cache or the network, else ``none`` with a warning saying where to put it.
+    """
+    try:
+        coco.get_state_dict(progress=False, check_hash=True)
+        return "coco"
+    except (OSError, RuntimeError) as err:  # URLError is an OSError
+        log.warning(
+            "COCO weights for %s could not be loaded (%s): training from random init. "
+            "Put %s into %s/checkpoints or set model.net.weights=none to silence this.",
+            arch,
+            str(err).splitlines()[0][:200],
+            coco.url.rsplit("/", 1)[-1],
+            _hub_dir(),
+        )
+        return "none"
+
+
 def replace_heads(model: MaskRCNN, num_classes: int) -> MaskRCNN:
     """Give ``model`` new box and mask predictors for ``num_classes`` (background included)."""
     box_in = model.roi_heads.box_predictor.cls_score.in_features
@@ -175,19 +194,7 @@ def build_maskrcnn(
         raise ValueError(f"unknown model.arch {arch!r}: choose one of {', '.join(ARCHS)}")
     factory, coco = _RESNET[arch]
     if weights == "auto":
-        try:
-            coco.get_state_dict(progress=False, check_hash=True)
-            weights = "coco"
-        except (OSError, RuntimeError) as err:  # URLError is an OSError
-            log.warning(
-                "COCO weights for %s could not be loaded (%s): training from random init. "
-                "Put %s into %s/checkpoints or set model.net.weights=none to silence this.",
-                arch,
-                str(err).splitlines()[0][:200],
-                coco.url.rsplit("/", 1)[-1],
-                _hub_dir(),
-            )
-            weights = "none"
+        weights = resolve_auto(arch, coco)
     if weights == "coco":
         model = factory(weights=coco, trainable_backbone_layers=trainable_backbone_layers, **kwargs)
         return replace_heads(model, num_classes)

@@ -173,21 +173,27 @@ class SegmentationModule(L.LightningModule):
     def training_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> Tensor:
         images, targets = batch
         losses = self.net(images, [{k: t[k] for k in TARGET_KEYS} for t in targets])
-        total = sum(losses.values())
-        self._check_finite(losses, batch_idx)
+        total = self._checked_total(losses, batch_idx)
         batch_size = len(images)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size)
         self.log("train/loss", total, prog_bar=True, batch_size=batch_size)
         return total
 
-    def _check_finite(self, losses: Mapping[str, Tensor], batch_idx: int) -> None:
-        """Stop at once, naming the step and the terms, when a loss is NaN or infinite."""
+    def _checked_total(self, losses: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        """The summed loss; stop at once, naming the step and terms, if it is NaN or inf.
+
+        One check of the sum (a single device sync per step); the terms are read only
+        when it fails.
+        """
+        total = sum(losses.values())
+        if torch.isfinite(total):
+            return total
         bad = [f"{k}={v.item()}" for k, v in losses.items() if not torch.isfinite(v)]
-        if bad:
-            raise NonFiniteLossError(
-                f"non-finite training loss at step {self.global_step} "
-                f"(epoch {self.current_epoch}, batch {batch_idx}): {', '.join(bad)}"
-            )
+        bad = bad or [f"sum={total.item()}"]  # finite terms whose sum overflows
+        raise NonFiniteLossError(
+            f"non-finite training loss at step {self.global_step} "
+            f"(epoch {self.current_epoch}, batch {batch_idx}): {', '.join(bad)}"
+        )
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]

@@ -12,7 +12,6 @@ upsampled back to each photo's own size before the argmax.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -22,9 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import get_model, get_model_weights
 
+from fashionseg.model.builder import resolve_auto
 from fashionseg.model.module import SegmentationModule
 
-log = logging.getLogger(__name__)
 SEMANTIC_ARCHS = (
     "lraspp_mobilenet_v3_large",
     "deeplabv3_mobilenet_v3_large",
@@ -67,12 +66,7 @@ def build_semantic(
         )
     coco = get_model_weights(arch).DEFAULT
     if weights == "auto":
-        try:
-            coco.get_state_dict(progress=False, check_hash=True)
-            weights = "coco"
-        except (OSError, RuntimeError) as err:
-            log.warning("%s weights unavailable (%s): random init", arch, str(err)[:200])
-            weights = "none"
+        weights = resolve_auto(arch, coco)
     if weights == "coco":
         return _replace_classifier(get_model(arch, weights=coco), num_classes)
     backbone = None
@@ -163,7 +157,7 @@ class SemanticModule(SegmentationModule):
         images, targets = batch
         x, y, _ = self._batch(images, [t["semantic"] for t in targets])
         loss = F.cross_entropy(self.net(x)["out"], y, ignore_index=IGNORE)
-        self._check_finite({"loss_ce": loss}, batch_idx)
+        loss = self._checked_total({"loss_ce": loss}, batch_idx)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
         return loss
 
