@@ -62,6 +62,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         scale_jitter=None,
         color_jitter=0.0,
         hue_jitter=0.0,
+        crop=None,
     )
     datamodule = FashionDataModule(**data_kwargs)
     datamodule.setup("test")

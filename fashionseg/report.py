@@ -32,6 +32,7 @@ ROWS = {
     "ccp_report": "report's recipe (class instances, seed fusion, one threshold, no aug., SGD)",
     "ccp_improved": "improved Mask R-CNN (components, score order, per-class thr., aug., AdamW)",
     "ccp_semantic": "semantic baseline (LRASPP MobileNetV3, cross-entropy)",
+    "ccp_semantic_plus": "semantic + random crops, 384x256, 35 epochs, flip TTA",
 }
 TASKS = ("person", "clothing")
 # Extra overrides of one row on one task, each with its measured reason.

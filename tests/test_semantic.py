@@ -115,3 +115,23 @@ def test_non_finite_loss_names_the_step() -> None:
     images[0][:] = float("nan")
     with pytest.raises(NonFiniteLossError, match=r"step 0 .*loss_ce=nan"):
         module.training_step((images, [{**t, "semantic": t["semantic"] % 2} for t in targets]), 0)
+
+
+def test_flip_tta_averages_the_logits_of_photo_and_mirror(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    plain = SemanticModule(task="clothing", net=NET).eval()
+    tta = SemanticModule(task="clothing", net={**NET, "tta_hflip": True}).eval()
+    tta.load_state_dict(plain.state_dict())
+    images, _ = batch()
+    x, _, sizes = plain._batch(images)
+    with torch.no_grad():
+        logits = (plain.net(x)["out"] + plain.net(x.flip(-1))["out"].flip(-1)) / 2
+        probs = tta(images)
+        assert not torch.allclose(probs[0], plain(images)[0])
+    for i, (h, w) in enumerate(sizes):
+        crop = logits[i : i + 1, :, :h, :w]
+        full = torch.nn.functional.interpolate(crop, images[i].shape[-2:], mode="bilinear")
+        torch.testing.assert_close(probs[i], full[0].softmax(0))
+    ckpt = tmp_path / "tta.ckpt"
+    torch.save({"hyper_parameters": dict(tta.hparams), "state_dict": tta.state_dict()}, ckpt)
+    assert load_module(ckpt).tta_hflip

@@ -13,6 +13,7 @@ from fashionseg.data.targets import mask_to_target
 from fashionseg.data.transforms import (
     ColorJitter,
     Compose,
+    RandomCrop,
     RandomHorizontalFlip,
     RandomScale,
     build_train_transforms,
@@ -117,10 +118,57 @@ def test_color_jitter_changes_only_the_image() -> None:
     assert not torch.allclose(hue_only, image.clamp(0, 1), atol=1e-3)  # hue does apply
 
 
+@pytest.mark.parametrize("instances", ["class", "components"])
+@pytest.mark.parametrize("seed", range(5))
+def test_crop_is_a_window_of_photo_and_targets(instances: str, seed: int) -> None:
+    random.seed(seed)
+    image, target = sample(instances, seed)
+    height, width = image.shape[-2:]
+    out_image, out = RandomCrop(0.5, 0.8)(image, target)
+    h, w = out_image.shape[-2:]
+    assert round(height * 0.5) <= h <= round(height * 0.8)
+    assert abs(h / height - w / width) <= 1 / min(height, width) + 1e-9  # aspect kept
+    # The window is where the photo's pixels are; the label map is cut at the same place.
+    hits = [
+        (top, left)
+        for top in range(height - h + 1)
+        for left in range(width - w + 1)
+        if torch.equal(image[:, top : top + h, left : left + w], out_image)
+    ]
+    assert any(
+        torch.equal(target["semantic"][top : top + h, left : left + w], out["semantic"])
+        for top, left in hits
+    )
+    assert_consistent(out_image, out)
+
+
+def test_crop_drops_instances_cut_away() -> None:
+    image = torch.rand(3, 10, 10)
+    label_map = np.zeros((10, 10), np.uint8)
+    label_map[0:2, 0:2] = 3  # top-left corner only
+    label_map[5:10, 5:10] = 5
+    target = mask_to_target(label_map, 7)
+    target["semantic"] = torch.from_numpy(label_map).long()
+    random.seed(0)
+    seen = set()
+    for _ in range(50):
+        out_image, out = RandomCrop(0.5, 0.5)(image, target)
+        assert out_image.shape == (3, 5, 5)
+        assert set(out["labels"].tolist()) == set(out["semantic"].unique().tolist()) - {0}
+        assert_consistent(out_image, out)
+        seen.add(tuple(out["labels"].tolist()))
+    assert (5,) in seen  # the corner object was cut away in some crops...
+    assert any(3 in labels for labels in seen)  # ...and kept in others
+    with pytest.raises(ValueError, match="crop"):
+        RandomCrop(0.5, 1.5)
+
+
 def test_build_train_transforms() -> None:
     assert build_train_transforms().transforms == []
     steps = build_train_transforms(0.5, [0.8, 1.2], 0.2).transforms
     assert [type(t) for t in steps] == [RandomScale, RandomHorizontalFlip, ColorJitter]
+    steps = build_train_transforms(0.5, None, 0.2, crop=[0.6, 1.0]).transforms
+    assert [type(t) for t in steps] == [RandomCrop, RandomHorizontalFlip, ColorJitter]
     assert isinstance(build_train_transforms(0.5), Compose)
     with pytest.raises(ValueError, match="scale jitter"):
         RandomScale(1.5, 0.5)

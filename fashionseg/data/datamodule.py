@@ -118,6 +118,7 @@ class FashionDataModule(L.LightningDataModule):
         scale_jitter: Sequence[float] | None = None,
         color_jitter: float = 0.0,
         hue_jitter: float = 0.0,
+        crop: Sequence[float] | None = None,
         batch_size: int = 10,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -134,6 +135,7 @@ class FashionDataModule(L.LightningDataModule):
             )
         split = check_ratios(split)
         scale_jitter = [float(s) for s in scale_jitter] if scale_jitter else None
+        crop = [float(s) for s in crop] if crop else None
         generate = dict(generate) if generate else None
         self.save_hyperparameters(
             {
@@ -148,6 +150,7 @@ class FashionDataModule(L.LightningDataModule):
                 "scale_jitter": scale_jitter,
                 "color_jitter": float(color_jitter),
                 "hue_jitter": float(hue_jitter),
+                "crop": crop,
                 "batch_size": int(batch_size),
                 "eval_batch_size": int(eval_batch_size) if eval_batch_size else None,
                 "num_workers": int(num_workers),
@@ -204,7 +207,7 @@ class FashionDataModule(L.LightningDataModule):
             transforms = None
             if split == "train":
                 transforms = build_train_transforms(
-                    hp.hflip, hp.scale_jitter, hp.color_jitter, hp.hue_jitter
+                    hp.hflip, hp.scale_jitter, hp.color_jitter, hp.hue_jitter, hp.crop
                 )
             self._datasets[split] = FashionDataset(
                 self.root,

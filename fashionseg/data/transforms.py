@@ -27,6 +27,23 @@ Target = dict[str, Any]
 Pair = tuple[Tensor, Target]
 
 
+def _map_target(target: Target, geometry: Callable[[Tensor], Tensor]) -> Target:
+    """``target`` with ``geometry`` (on N x H x W maps) applied to the label map and masks.
+
+    Instances whose mask no longer has a pixel are dropped; boxes come from the masks.
+    """
+    target = dict(target)
+    target["semantic"] = geometry(target["semantic"][None])[0]
+    if "masks" not in target:
+        return target
+    masks = geometry(target["masks"])
+    keep = masks.flatten(1).amax(1) > 0 if masks.shape[0] else masks.new_zeros(0, dtype=bool)
+    target["masks"] = masks[keep]
+    target["labels"] = target["labels"][keep]
+    target["boxes"] = boxes_of(target["masks"])
+    return target
+
+
 class Compose:
     """Apply transforms in order."""
 
@@ -87,23 +104,44 @@ class RandomScale:
         # antialiasing only matters when shrinking
         image = F.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=scale < 1)
         nearest = InterpolationMode.NEAREST
-        target = dict(target)
-        target["semantic"] = F.resize(target["semantic"][None], size, interpolation=nearest)[0]
-        if "masks" not in target:
-            return image, target
-        masks = target["masks"]
-        if masks.shape[0]:
-            masks = F.resize(masks, size, interpolation=nearest)
-        else:
-            masks = masks.new_zeros((0, *size))
-        keep = masks.flatten(1).amax(1) > 0
-        target["masks"] = masks[keep]
-        target["labels"] = target["labels"][keep]
-        target["boxes"] = boxes_of(target["masks"])
-        return image, target
+
+        def resize(maps: Tensor) -> Tensor:
+            if not maps.shape[0]:
+                return maps.new_zeros((0, *size))
+            return F.resize(maps, size, interpolation=nearest)
+
+        return image, _map_target(target, resize)
 
     def __repr__(self) -> str:
         return f"RandomScale({self.min_scale}, {self.max_scale})"
+
+
+class RandomCrop:
+    """Cut a random window whose sides are a fraction of the photo's, drawn from
+    ``[min_frac, max_frac]`` (the same fraction for height and width, so the aspect ratio
+    is kept), at a random position.
+
+    Both models resize every photo to a fixed size (``min_size`` / ``max_size``), which
+    undoes :class:`RandomScale`; a crop survives that resize as a zoom-in of up to
+    ``1 / min_frac`` and also moves the figure in the frame. Instances cut away entirely
+    are dropped; boxes are recomputed from the cropped masks.
+    """
+
+    def __init__(self, min_frac: float = 0.6, max_frac: float = 1.0) -> None:
+        if not 0 < min_frac <= max_frac <= 1:
+            raise ValueError(f"crop needs 0 < min <= max <= 1, got [{min_frac}, {max_frac}]")
+        self.min_frac, self.max_frac = min_frac, max_frac
+
+    def __call__(self, image: Tensor, target: Target) -> Pair:
+        frac = random.uniform(self.min_frac, self.max_frac)
+        height, width = image.shape[-2:]
+        h, w = max(round(height * frac), 1), max(round(width * frac), 1)
+        top, left = random.randint(0, height - h), random.randint(0, width - w)
+        window = (slice(None), slice(top, top + h), slice(left, left + w))
+        return image[window], _map_target(target, lambda maps: maps[window])
+
+    def __repr__(self) -> str:
+        return f"RandomCrop({self.min_frac}, {self.max_frac})"
 
 
 class ColorJitter:
@@ -143,14 +181,17 @@ def build_train_transforms(
     scale_jitter: Sequence[float] | None = None,
     color_jitter: float = 0.0,
     hue_jitter: float = 0.0,
+    crop: Sequence[float] | None = None,
 ) -> Compose:
     """The training augmentation from config values (an empty ``Compose`` when none).
 
-    Order: scale jitter (``[min, max]``), horizontal flip (probability ``hflip``), colour
-    jitter (strength ``color_jitter``, hue shift ``hue_jitter``); a zero or ``None``
-    setting leaves that step out.
+    Order: random crop (side fraction ``[min, max]``), scale jitter (``[min, max]``),
+    horizontal flip (probability ``hflip``), colour jitter (strength ``color_jitter``, hue
+    shift ``hue_jitter``); a zero or ``None`` setting leaves that step out.
     """
     transforms: list[Callable[[Tensor, Target], Pair]] = []
+    if crop:
+        transforms.append(RandomCrop(*crop))
     if scale_jitter:
         transforms.append(RandomScale(*scale_jitter))
     if hflip > 0:

@@ -93,7 +93,8 @@ def build_semantic(
 class SemanticModule(SegmentationModule):
     """Per-pixel cross-entropy training of a torchvision segmentation model.
 
-    ``net`` holds ``arch``, ``weights``, ``min_size`` and ``max_size``; the other
+    ``net`` holds ``arch``, ``weights``, ``min_size``, ``max_size`` and ``tta_hflip``
+    (evaluation averages the logits of the photo and its mirror image); the other
     arguments are those of :class:`SegmentationModule` (``fusion`` and the score
     thresholds do not apply and are ignored).
     """
@@ -111,6 +112,7 @@ class SemanticModule(SegmentationModule):
         settings = dict(settings)
         self.min_size = int(settings.pop("min_size", 400))
         self.max_size = int(settings.pop("max_size", 600))
+        self.tta_hflip = bool(settings.pop("tta_hflip", False))
         return build_semantic(num_classes=self.task.num_classes, **settings)
 
     @property
@@ -142,6 +144,9 @@ class SemanticModule(SegmentationModule):
         """Class probabilities [C, H, W] at each photo's own size."""
         x, _, sizes = self._batch(images)
         logits = self.net(x)["out"]
+        if self.tta_hflip and not self.training:
+            # The mirror's padding lands on the left and flips back under the real padding.
+            logits = (logits + self.net(x.flip(-1))["out"].flip(-1)) / 2
         out = []
         for i, (img, (h, w)) in enumerate(zip(images, sizes, strict=True)):
             crop = logits[i : i + 1, :, :h, :w]
