@@ -15,17 +15,10 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from fashionseg.sweep_report import (
-    FAILED,
-    INCOMPLETE,
-    JOB_FILE,
-    OK,
-    SweepReportCallback,
-    main,
-    plot_axes,
-    plot_sweep,
-    write_sweep_report,
-)
+from fashionseg.sweep.callback import SweepReportCallback
+from fashionseg.sweep.jobs import FAILED, INCOMPLETE, JOB_FILE, OK
+from fashionseg.sweep.render import plot_axes, plot_sweep
+from fashionseg.sweep_report import main, write_sweep_report
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 BASIC = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
@@ -246,7 +239,7 @@ def _job_config(sweep: Path, num: int, mode: str = "MULTIRUN") -> object:
 def test_callback_times_jobs_records_failures_and_reports(
     fake_sweep: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="fashionseg.sweep_report")
+    caplog.set_level(logging.INFO, logger="fashionseg.sweep.callback")
     callback = SweepReportCallback()
     config = _job_config(fake_sweep, 2)
     callback.on_multirun_start(config)
@@ -296,7 +289,7 @@ def _select(group: str, option: str) -> str:
 
 def test_sweep_report_callback_is_registered() -> None:
     callbacks = _compose().hydra.callbacks
-    assert callbacks.sweep_report._target_ == "fashionseg.sweep_report.SweepReportCallback"
+    assert callbacks.sweep_report._target_ == "fashionseg.sweep.callback.SweepReportCallback"
 
 
 def test_optuna_search_config_composes() -> None:
