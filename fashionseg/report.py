@@ -47,7 +47,8 @@ def hardware() -> str:
     """A short description of where the rows were trained."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"CPU, {os.cpu_count()} cores, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def row_command(row: str, task: str, data: str | None, run_dir: Path | None = None) -> list[str]:
@@ -103,15 +104,17 @@ def table(out: Path, rows: list[str], tasks: list[str], data: str | None) -> str
         lines += [
             f"#### {task}",
             "",
-            "| row | " + " | ".join(names) + " | mIoU | pixel acc. | threshold | train time |",
-            "|---|" + "---:|" * (len(names) + 4),
+            "| row | "
+            + " | ".join(names)
+            + " | mIoU | pixel acc. | threshold | train time | trained on |",
+            "|---|" + "---:|" * (len(names) + 4) + "---|",
         ]
         commands = []
         for row in rows:
             run_dir = out / f"{task}-{row}"
             metrics_path = run_dir / "metrics.json"
             if not metrics_path.is_file():
-                lines.append(f"| {row} | " + " | ".join(["not run"] * (len(names) + 4)) + " |")
+                lines.append(f"| {row} | " + " | ".join(["not run"] * (len(names) + 5)) + " |")
                 continue
             m = json.loads(metrics_path.read_text())
             timing_path = run_dir / "report_timing.json"
@@ -120,14 +123,11 @@ def table(out: Path, rows: list[str], tasks: list[str], data: str | None) -> str
             ious = " | ".join(_pct(m["iou"][n]) for n in names)
             lines.append(
                 f"| {row} | {ious} | **{_pct(m['miou'])}** | {_pct(m['pixel_accuracy'])} | "
-                f"{_thresholds(m)} | {minutes} |"
+                f"{_thresholds(m)} | {minutes} | {timing.get('hardware', 'n/a')} |"
             )
             commands.append(f"- {row}: `{' '.join(row_command(row, task, data))}`")
         lines += ["", *commands, ""]
-    hw = sorted(
-        {json.loads(p.read_text()).get("hardware", "?") for p in out.glob("*/report_timing.json")}
-    )
-    lines.append(f"IoU in %, test split. Trained on: {', '.join(hw) or 'n/a'}.")
+    lines.append("IoU in %, test split; train time is wall time (training, validation, test).")
     lines += ["", "Rows:", *[f"- {r}: {ROWS.get(r, r)}" for r in rows]]
     return "\n".join(lines) + "\n"
 
