@@ -1,12 +1,13 @@
 """Score a trained checkpoint on a dataset: the same IoU table as training's test.
 
     python -m fashionseg.evaluate ckpt=PATH data.root=DIR [data.split=test|all]
-        [threshold=0.4] [thresholds=[0.3,0.4,0.5]]
+        [threshold=0.4] [thresholds=[0.3,0.4,0.5]] [tta_hflip=true|false]
 
 ``data.split=test`` uses the training run's test split (its ``split.json`` beside the
 ``checkpoints/`` folder when present, else the same seed and ratios); ``all`` scores
 every image in ``data.root``. ``thresholds`` sweeps score thresholds instead of using
-the checkpoint's validated one, and prints mIoU for each.
+the checkpoint's validated one, and prints mIoU for each. ``tta_hflip`` turns the
+semantic models' mirror-image averaging on or off (default: as trained).
 """
 
 from __future__ import annotations
@@ -47,6 +48,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         threshold=cfg.get("threshold"),
         thresholds=cfg.get("thresholds"),
     )
+    if cfg.get("tta_hflip") is not None:
+        if not hasattr(module, "tta_hflip"):
+            raise UsageError(
+                f"{cfg.ckpt}: tta_hflip applies to the semantic models only, "
+                f"not {module.hparams.net.get('arch', 'this model')!r}"
+            )
+        module.tta_hflip = bool(cfg.tta_hflip)
     overrides = {
         k: v
         for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()

@@ -282,3 +282,29 @@ def test_weights_of_another_class_count_are_refused(
     torch.save(ckpt, forged)
     with pytest.raises(CheckpointError, match=r"weights do not fit a person model \(2 classes\)"):
         load_module(forged)
+
+
+def test_tta_hflip_on_a_mask_rcnn_checkpoint_is_a_one_line_error(
+    tiny_run: dict[str, Path],
+) -> None:
+    ckpt = tiny_run["run"] / "checkpoints" / "last.ckpt"
+    work = tiny_run["work"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fashionseg.evaluate",
+            f"ckpt={ckpt}",
+            f"data.root={tiny_run['data']}",
+            "tta_hflip=true",
+            f"hydra.run.dir={work / 'e_tta'}",
+        ],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {ckpt}: tta_hflip applies to the semantic models only")
+    assert "Traceback" not in proc.stderr
