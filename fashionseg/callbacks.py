@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import OnExceptionCheckpoint
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_warn
 
 
@@ -57,13 +58,25 @@ class RNGState(L.Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
-class InterruptCheckpoint(OnExceptionCheckpoint):
-    """Save ``interrupted.ckpt`` on Ctrl-C or a crash, but never a diverged model.
+class InterruptCheckpoint(Checkpoint):
+    """Save ``dirpath/filename.ckpt`` on Ctrl-C or a crash, but never a diverged model.
 
     A non-finite loss, or weights that already hold NaN/inf, would make a checkpoint
     that ``resume=true`` picks up and cannot train from; then the last good
-    ``last.ckpt`` is what a user should continue from, so nothing is written.
+    ``last.ckpt`` is what a user should continue from, so nothing is written. A run that
+    ends normally removes the file, so a stale one never outlives the run that finished.
+
+    Not Lightning's ``OnExceptionCheckpoint`` (which does the same saving): while one of
+    those is registered, Lightning turns ``fit(ckpt_path=None)`` into ``"last"``, warns
+    twice in every fresh run and silently resumes from any checkpoint already in a reused
+    run directory, overriding ``resume=false``. Here resuming is ``resume=``'s job.
     """
+
+    def __init__(self, dirpath: str, filename: str = "interrupted") -> None:
+        super().__init__()
+        if not filename:
+            raise ValueError("InterruptCheckpoint needs a file name")
+        self.ckpt_path = os.path.join(dirpath, f"{filename}.ckpt")
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -75,4 +88,7 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
         ):
             rank_zero_warn("training diverged: no interrupted.ckpt; last.ckpt is the last good one")
             return
-        super().on_exception(trainer, pl_module, exception)
+        trainer.save_checkpoint(self.ckpt_path)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        trainer.strategy.remove_checkpoint(self.ckpt_path)

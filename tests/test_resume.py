@@ -211,3 +211,18 @@ def test_resume_names_what_is_missing(tmp_path: Path) -> None:
     assert resume_checkpoint(str(tmp_path / "run"), tmp_path) == last
     with pytest.raises(UsageError):  # a run never resumes from itself
         resume_checkpoint(True, tmp_path, current=tmp_path / "run")
+
+
+def test_a_reused_run_directory_starts_afresh_unless_asked_to_resume(work: Path) -> None:
+    """Only ``resume=`` resumes: a finished run's checkpoints in ``hydra.run.dir`` do not."""
+    run = work / "reused"
+    once = [*command(work, "reused-logs", "trainer.max_epochs=1"), f"hydra.run.dir={run}"]
+    finish(start(work, once))
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    out, err = finish(start(work, once))
+    assert "Restoring states from the checkpoint" not in out + err
+    assert "resuming from" not in out
+    assert "ckpt_path=None)` was called without a model" not in err
+    assert "there is no last checkpoint available" not in err
+    out, err = finish(start(work, [*once, f"resume={run}"]))  # asked: it does resume
+    assert "resuming from" in out and "Restoring states from the checkpoint" in out + err
