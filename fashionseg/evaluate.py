@@ -63,15 +63,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data_kwargs = {**ckpt.get("datamodule_hyper_parameters", {}), **overrides}
     if split != "all" and data_kwargs.get("manifest") is None:
         data_kwargs["manifest"] = str(run_manifest(cfg.ckpt) or "") or None
-    data_kwargs.update(
-        task=module.task.name,
-        generate=None,
-        hflip=0.0,
-        scale_jitter=None,
-        color_jitter=0.0,
-        hue_jitter=0.0,
-        crop=None,
-    )
+    data_kwargs.update(task=module.task.name, generate=None, augment=False)
     datamodule = FashionDataModule(**data_kwargs)
     datamodule.setup("test")
     loader = datamodule.dataloader(split)

@@ -125,6 +125,16 @@ def test_hyperparameters_are_plain(data20: Path) -> None:
     FashionDataModule(**hp)  # the checkpoint's settings rebuild the module
 
 
+def test_augment_false_leaves_the_training_photos_as_they_are(data20: Path) -> None:
+    settings = {"hflip": 1.0, "crop": [0.5, 0.5], "color_jitter": 0.3}
+    augmented = FashionDataModule(root=str(data20), **settings).dataset("train")
+    plain = FashionDataModule(root=str(data20), augment=False, **settings).dataset("train")
+    assert plain.transforms is None and augmented.transforms.transforms
+    image, target = plain[0]
+    again, _ = FashionDataModule(root=str(data20)).dataset("train")[0]
+    assert torch.equal(image, again) and augmented[0][0].shape != image.shape  # crop halves
+
+
 def test_collate() -> None:
     batch = [(torch.zeros(1), {"a": 1}), (torch.ones(1), {"a": 2})]
     images, targets = collate(batch)

@@ -119,6 +119,7 @@ class FashionDataModule(L.LightningDataModule):
         color_jitter: float = 0.0,
         hue_jitter: float = 0.0,
         crop: Sequence[float] | None = None,
+        augment: bool = True,
         batch_size: int = 10,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -151,6 +152,7 @@ class FashionDataModule(L.LightningDataModule):
                 "color_jitter": float(color_jitter),
                 "hue_jitter": float(hue_jitter),
                 "crop": crop,
+                "augment": bool(augment),
                 "batch_size": int(batch_size),
                 "eval_batch_size": int(eval_batch_size) if eval_batch_size else None,
                 "num_workers": int(num_workers),
@@ -197,7 +199,8 @@ class FashionDataModule(L.LightningDataModule):
         return write_json(path, data)
 
     def dataset(self, split: str) -> FashionDataset:
-        """The dataset of ``split`` (train | val | test | all); train is augmented."""
+        """The dataset of ``split`` (train | val | test | all); train is augmented unless
+        ``augment`` is false (scoring a checkpoint on its training photos)."""
         if split not in (*SPLITS, "all"):
             raise ValueError(f"unknown split {split!r}: choose one of train, val, test, all")
         if not self.split_stems:
@@ -205,7 +208,7 @@ class FashionDataModule(L.LightningDataModule):
         if split not in self._datasets:
             hp = self.hparams
             transforms = None
-            if split == "train":
+            if split == "train" and hp.augment:
                 transforms = build_train_transforms(
                     hp.hflip, hp.scale_jitter, hp.color_jitter, hp.hue_jitter, hp.crop
                 )

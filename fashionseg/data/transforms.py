@@ -37,7 +37,7 @@ def _map_target(target: Target, geometry: Callable[[Tensor], Tensor]) -> Target:
     if "masks" not in target:
         return target
     masks = geometry(target["masks"])
-    keep = masks.flatten(1).amax(1) > 0 if masks.shape[0] else masks.new_zeros(0, dtype=bool)
+    keep = masks.flatten(1).amax(1) > 0
     target["masks"] = masks[keep]
     target["labels"] = target["labels"][keep]
     target["boxes"] = boxes_of(target["masks"])
