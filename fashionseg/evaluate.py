@@ -5,9 +5,11 @@
 
 ``data.split=test`` uses the training run's test split (its ``split.json`` beside the
 ``checkpoints/`` folder when present, else the same seed and ratios); ``all`` scores
-every image in ``data.root``. ``thresholds`` sweeps score thresholds instead of using
-the checkpoint's validated one, and prints mIoU for each. ``tta_hflip`` turns the
-semantic models' mirror-image averaging on or off (default: as trained).
+every image in ``data.root``. ``thresholds`` re-chooses the score threshold (and the
+per-class thresholds of a model trained with them) on the run's *validation* split, as
+training does, then scores the requested split at that choice: a threshold is never
+picked on the figures it reports. ``threshold`` fixes one instead. ``tta_hflip`` turns
+the semantic models' mirror-image averaging on or off (default: as trained).
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     split = cfg.data.split
     if split not in SPLITS:
         raise UsageError(f"unknown data.split {split!r}: choose one of {', '.join(SPLITS)}")
+    if cfg.get("thresholds") and cfg.get("threshold") is not None:
+        raise UsageError(
+            f"threshold={cfg.threshold} and thresholds={list(cfg.thresholds)}: give one "
+            "(a fixed threshold, or a list to choose from on validation)"
+        )
     ckpt = read_checkpoint(cfg.ckpt)
     module = module_from_checkpoint(
         ckpt,
@@ -70,21 +77,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = instantiate(cfg.trainer)
     out_dir = Path(cfg.paths.output_dir)
     if cfg.get("thresholds"):
-        trainer.validate(module, dataloaders=loader, verbose=False)
-        sweep = module.last_val_result
-        rows = {
-            f"{t:.2f}": v
-            for t, v in zip(module.hparams.thresholds, sweep["miou"].tolist(), strict=True)
-        }
-        print("score threshold -> mIoU")
-        for t, v in rows.items():
-            print(f"  {t}  {100 * v:6.2f}")
-        print(f"best threshold: {float(sweep['best_threshold']):.2f}")
-        write_json(
-            out_dir / "threshold_sweep.json",
-            {"miou": rows, "best_threshold": float(sweep["best_threshold"])},
-        )
-        module.hparams.threshold = float(sweep["best_threshold"])
+        _rechoose_thresholds(module, datamodule, trainer, split, out_dir)
     trainer.test(module, dataloaders=loader, verbose=False)
     results = dict(module.test_results or {})
     results.update({"checkpoint": str(cfg.ckpt), "data_root": str(cfg.data.root), "split": split})
@@ -92,6 +85,48 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     print(table)
     print(f"results in: {out_dir}")
     return results
+
+
+def _rechoose_thresholds(
+    module: L.LightningModule,
+    datamodule: FashionDataModule,
+    trainer: L.Trainer,
+    split: str,
+    out_dir: Path,
+) -> None:
+    """Sweep ``module.hparams.thresholds`` on the run's validation split and keep the choice."""
+    if not getattr(module, "uses_threshold", False):
+        raise UsageError(
+            f"thresholds: {module.hparams.net.get('arch', 'this model')!r} labels pixels by "
+            "argmax and has no score threshold to choose"
+        )
+    trainer.validate(module, dataloaders=datamodule.dataloader("val"), verbose=False)
+    result = module.last_val_result
+    choice = result["choice"]
+    thresholds = module.hparams.thresholds
+    rows = {
+        f"{t:.2f}": v for t, v in zip(thresholds, result["miou"].reshape(-1).tolist(), strict=True)
+    }
+    print(
+        f"score threshold -> mIoU on the validation split ({len(datamodule.dataset('val'))} photos)"
+    )
+    for t, v in rows.items():
+        print(f"  {t}  {100 * v:6.2f}")
+    print(f"chosen on validation: threshold {choice.threshold:.2f}", end="")
+    if choice.use_class_thresholds:
+        shown = "/".join(f"{t:.2f}" for t in choice.class_thresholds[1:])
+        print(
+            f", per class {shown} (val mIoU {100 * choice.val_miou_per_class:.2f} vs "
+            f"{100 * choice.val_miou_global:.2f} global)",
+            end="",
+        )
+    print()
+    if split in ("val", "all"):
+        print(f"note: data.split={split} holds the validation photos the threshold was chosen on")
+    write_json(
+        out_dir / "threshold_sweep.json",
+        {"split": "val", "miou": rows, "choice": choice.as_dict()},
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")

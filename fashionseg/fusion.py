@@ -91,7 +91,7 @@ def _winner_maps(
     return maps
 
 
-def _argmax_best(
+def argmax_best(
     labels: Tensor, scores: Tensor, probs: Tensor, mask_threshold: float
 ) -> tuple[Tensor, Tensor]:
     """Per pixel the best ``score * prob`` among covering instances (-1 where none), and
@@ -134,7 +134,7 @@ def fuse(
     _check_method(method)
     probs = _mask_probs(labels, scores, masks)
     if method == "argmax":
-        best, label = _argmax_best(labels, scores, probs, mask_threshold)
+        best, label = argmax_best(labels, scores, probs, mask_threshold)
         if class_thresholds is None:
             return torch.where(best > threshold, label, torch.zeros_like(label))
         class_thresholds = torch.as_tensor(class_thresholds, device=probs.device)
@@ -174,8 +174,87 @@ def fuse_sweep(
     if thresholds.numel() == 0:
         return torch.zeros(0, *probs.shape[-2:], dtype=torch.int64, device=probs.device)
     if method == "argmax":
-        best, label = _argmax_best(labels, scores, probs, mask_threshold)
+        best, label = argmax_best(labels, scores, probs, mask_threshold)
         keep = best[None] > thresholds.to(best)[:, None, None]
         return torch.where(keep, label[None], torch.zeros_like(label)[None])
     num_kept = (scores[None, :] > thresholds.to(scores)[:, None]).sum(dim=1).tolist()
     return _winner_maps(labels, scores, probs, method, mask_threshold, num_kept)
+
+
+def argmax_class_sweep(
+    best: Tensor, label: Tensor, class_thresholds: Tensor, cls: int, thresholds: Tensor
+) -> Tensor:
+    """``argmax`` label maps ``[T, H, W]`` where class ``cls`` takes each of ``thresholds``.
+
+    ``best``/``label`` are each pixel's best ``score * mask probability`` and its class
+    (see :func:`fuse`); every other class keeps its entry of ``class_thresholds [C]``.
+    Map ``i`` equals :func:`fuse` with ``class_thresholds[cls] = thresholds[i]``.
+    """
+    label = label.to(torch.int64)
+    thresholds = torch.as_tensor(thresholds, device=best.device).to(best)
+    limit = torch.as_tensor(class_thresholds, device=best.device).to(best)[label]
+    keep_other = (best > limit) & (label != cls)
+    keep_cls = (label == cls)[None] & (best[None] > thresholds[:, None, None])
+    keep = keep_other[None] | keep_cls
+    return torch.where(keep, label[None], torch.zeros_like(label)[None])
+
+
+def fuse_class_sweep(
+    labels: Tensor,
+    scores: Tensor,
+    masks: Tensor,
+    class_thresholds: Tensor,
+    cls: int,
+    thresholds: Tensor,
+    *,
+    method: str = "seed",
+    mask_threshold: float = 0.5,
+) -> Tensor:
+    """Label maps ``[T, H, W]`` with per-class thresholds where class ``cls`` takes each of
+    ``thresholds`` and every other class its entry of ``class_thresholds [C]``.
+
+    Map ``i`` equals :func:`fuse` with ``class_thresholds[cls] = thresholds[i]``; the cost
+    is about one :func:`fuse` (the other classes' instances are painted once, then those
+    of ``cls`` by descending score with a snapshot per threshold). This is what a search
+    over per-class thresholds scores, one class at a time.
+    """
+    _check_method(method)
+    probs = _mask_probs(labels, scores, masks)
+    thresholds = torch.as_tensor(thresholds, device=scores.device)
+    class_thresholds = torch.as_tensor(class_thresholds, device=scores.device)
+    if method == "argmax":
+        best, label = argmax_best(labels, scores, probs, mask_threshold)
+        return argmax_class_sweep(best, label, class_thresholds, cls, thresholds)
+    own = labels == cls
+    kept_other = ~own & (scores > class_thresholds.to(scores)[labels])
+    candidates = own & (scores > thresholds.to(scores).min())
+    keep = kept_other | candidates
+    labels, scores, probs, own = labels[keep], scores[keep], probs[keep], own[keep]
+    # Visit every kept other-class instance first (a running maximum does not depend on
+    # the visiting order), then this class's by descending score; the keys still rank
+    # instances as the full fusion does.
+    n, height, width = probs.shape
+    device = probs.device
+    order = torch.argsort(scores, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(n, device=device)
+    if method == "seed":
+        key = torch.arange(n, dtype=torch.int32, device=device) + 1  # later output wins
+    else:
+        key = (n - rank).to(torch.int32)  # higher score (then earlier output) wins
+    label_of_key = torch.zeros(n + 1, dtype=torch.int64, device=device)
+    label_of_key[key.long()] = labels.to(torch.int64)
+    running = torch.zeros(height, width, dtype=torch.int32, device=device)
+    for i in torch.nonzero(~own).flatten().tolist():
+        running = torch.maximum(running, (probs[i] > mask_threshold) * key[i])
+    own_order = [i for i in order.tolist() if own[i]]
+    own_scores = scores[own_order] if own_order else scores.new_zeros(0)
+    counts = (own_scores[None, :] > thresholds.to(scores)[:, None]).sum(dim=1).tolist()
+    snapshots = {0: running}
+    for step, i in enumerate(own_order[: max(counts, default=0)]):
+        running = torch.maximum(running, (probs[i] > mask_threshold) * key[i])
+        snapshots[step + 1] = running
+    maps = torch.empty(len(counts), height, width, dtype=torch.int64, device=device)
+    for out, k in zip(maps, counts, strict=True):
+        torch.index_select(label_of_key, 0, snapshots[k].view(-1), out=out.view(-1))
+    return maps

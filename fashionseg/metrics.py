@@ -40,32 +40,26 @@ def pixel_accuracy(cm: Tensor) -> Tensor:
     return torch.where(total > 0, correct / total.clamp_min(1), torch.nan)
 
 
-def best_threshold_index(miou: Tensor) -> int:
-    """Index of the highest value of ``miou [T]``; ties go to the lower index, NaN counts lowest."""
-    values = torch.nan_to_num(miou.double(), nan=-math.inf)
-    # torch.argmax returns the first maximal index.
-    return int(torch.argmax(values))
+def present_classes(confmat: Tensor) -> Tensor:
+    """Bool ``[C]``: the classes with ground-truth pixels in ``confmat`` ``[..., C, C]``
+    (rows = target; the leading axes, e.g. thresholds, share one ground truth)."""
+    return confmat.reshape(-1, *confmat.shape[-2:])[0].sum(dim=-1) > 0
 
 
-def per_class_thresholds(iou: Tensor, thresholds: Tensor | Sequence[float]) -> Tensor:
-    """Each class's own best threshold from ``iou [T, C]`` over ascending ``thresholds [T]``.
+def selection_miou(confmat: Tensor, present: Tensor | None = None) -> Tensor:
+    """Mean IoU of ``[..., C, C]`` over a fixed class set: ``present`` (default: the
+    classes with ground-truth pixels). A present class that is never predicted counts 0.
 
-    A class takes the threshold maximising its IoU (ties to the lower threshold, NaN
-    counts lowest). Entry 0 (background) and classes whose IoU is NaN at every
-    threshold take the threshold of the best mean IoU.
+    Unlike :func:`mean_iou`, every threshold is averaged over the same classes: a class
+    absent from the ground truth would otherwise count 0 where it is predicted and drop
+    out where it is not, rewarding thresholds for what they do to it alone.
     """
-    thresholds = torch.as_tensor(thresholds, dtype=torch.float64)
-    if iou.dim() != 2 or iou.shape[0] != thresholds.shape[0]:
-        raise ValueError(
-            f"iou must be [T, C] with T = {thresholds.shape[0]}, got {tuple(iou.shape)}"
-        )
-    values = torch.nan_to_num(iou.double().cpu(), nan=-math.inf)
-    result = thresholds[torch.argmax(values, dim=0)]
-    best = thresholds[best_threshold_index(mean_iou(iou).cpu())]
-    all_nan = torch.isnan(iou).all(dim=0).cpu()
-    result[all_nan] = best
-    result[0] = best
-    return result
+    if present is None:
+        present = present_classes(confmat)
+    iou = iou_from_confmat(confmat)[..., present.to(confmat.device)]
+    if iou.shape[-1] == 0:
+        return torch.full(iou.shape[:-1], torch.nan, dtype=torch.float64)
+    return torch.nan_to_num(iou, nan=0.0).mean(dim=-1)
 
 
 def _check_class_ids(name: str, values: Tensor, num_classes: int) -> None:
@@ -139,8 +133,8 @@ class ThresholdSweep(Metric):
             _check_class_ids("target", valid, c)
         # int32 flat index t*C*C + target*C + pred; index_add_ (unlike bincount) needs
         # no host sync on CUDA and is the faster of the two on CPU.
-        index = preds.to(torch.int32)
-        index += (target * c).to(torch.int32)[:, None]
+        # a new tensor: the caller's preds stay as they were (even when already int32)
+        index = (target * c).to(torch.int32)[:, None] + preds.to(torch.int32)
         index += (torch.arange(num_t, dtype=torch.int32, device=index.device) * (c * c))[
             None, :, None, None
         ]
@@ -154,27 +148,19 @@ class ThresholdSweep(Metric):
         )
 
     def compute(self) -> dict[str, Any]:
-        """Metrics for every threshold and the chosen one(s).
+        """Metrics at every threshold (choosing among them is :mod:`fashionseg.thresholds`).
 
-        Returns a dict with ``confmat`` ``[T, C, C]``, ``iou`` ``[T, C]``, ``miou`` ``[T]``,
-        ``pixel_accuracy`` ``[T]``, ``thresholds`` ``[T]``, ``best_index`` (int: highest
-        mIoU, ties to the lower threshold), ``best_threshold`` (float) and
-        ``class_thresholds`` ``[C]`` (see :func:`per_class_thresholds`).
+        Returns a dict with ``confmat`` ``[T, C, C]``, ``iou`` ``[T, C]``, ``miou`` ``[T]``
+        (:func:`selection_miou`: over the classes present in the ground truth),
+        ``pixel_accuracy`` ``[T]`` and ``thresholds`` ``[T]``.
         """
-        confmat = self.confmat
-        iou = iou_from_confmat(confmat)
-        miou = mean_iou(iou)
-        thresholds = torch.tensor(self.thresholds, dtype=torch.float64)
-        best = best_threshold_index(miou)
+        confmat = self.confmat.reshape(-1, self.num_classes, self.num_classes)
         return {
             "confmat": confmat,
-            "iou": iou,
-            "miou": miou,
+            "iou": iou_from_confmat(confmat),
+            "miou": selection_miou(confmat),
             "pixel_accuracy": pixel_accuracy(confmat),
-            "thresholds": thresholds,
-            "best_index": best,
-            "best_threshold": self.thresholds[best],
-            "class_thresholds": per_class_thresholds(iou, thresholds),
+            "thresholds": torch.tensor(self.thresholds, dtype=torch.float64),
         }
 
 
@@ -188,8 +174,13 @@ def metrics_dict(
     class_names: Sequence[str],
     threshold: float | None = None,
     class_thresholds: Sequence[float] | Tensor | None = None,
+    threshold_choice: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """JSON-ready metrics of one ``[C, C]`` confusion matrix (NaN becomes ``None``)."""
+    """JSON-ready metrics of one ``[C, C]`` confusion matrix (NaN becomes ``None``).
+
+    ``threshold`` and ``class_thresholds`` are what the label maps were made with;
+    ``threshold_choice`` what validation chose and scored (see
+    :class:`fashionseg.thresholds.ThresholdChoice`)."""
     cm = torch.as_tensor(cm).cpu()
     if cm.shape != (len(class_names), len(class_names)):
         raise ValueError(
@@ -208,6 +199,7 @@ def metrics_dict(
         "class_names": list(class_names),
         "threshold": None if threshold is None else float(threshold),
         "class_thresholds": per_class,
+        "threshold_choice": threshold_choice,
     }
 
 

@@ -12,15 +12,15 @@ from PIL import Image
 from fashionseg.fusion import fuse_sweep
 from fashionseg.metrics import (
     ThresholdSweep,
-    best_threshold_index,
     format_table,
     iou_from_confmat,
     mean_iou,
     metrics_dict,
-    per_class_thresholds,
     pixel_accuracy,
     save_confusion_png,
+    selection_miou,
 )
+from fashionseg.thresholds import best_index, choose
 
 GRID = [round(0.05 * i, 2) for i in range(1, 20)]
 NAN = float("nan")
@@ -48,24 +48,30 @@ def test_absent_class_is_nan_and_ignored_by_the_mean() -> None:
     assert math.isnan(mean_iou(iou_from_confmat(torch.zeros(2, 2))))
 
 
-def test_best_threshold_index_ties_to_lower_and_nan_lowest() -> None:
-    assert best_threshold_index(torch.tensor([NAN, 0.5, 0.7, 0.7, 0.2])) == 2
-    assert best_threshold_index(torch.tensor([0.0, NAN])) == 0
-    assert best_threshold_index(torch.tensor([NAN, NAN])) == 0
+def test_best_index_ties_to_lower_or_to_the_preferred_and_nan_lowest() -> None:
+    assert best_index(torch.tensor([NAN, 0.5, 0.7, 0.7, 0.2])) == 2
+    assert best_index(torch.tensor([NAN, 0.5, 0.7, 0.7, 0.2]), prefer=3) == 3
+    assert best_index(torch.tensor([NAN, 0.5, 0.7, 0.7, 0.2]), prefer=1) == 2
+    assert best_index(torch.tensor([0.0, NAN])) == 0
+    assert best_index(torch.tensor([NAN, NAN])) == 0
 
 
-def test_per_class_thresholds() -> None:
-    thresholds = torch.tensor([0.1, 0.2, 0.3])
-    iou = torch.tensor(
+def test_selection_miou_averages_the_classes_present_in_the_ground_truth() -> None:
+    # class 2 has no ground truth: predicted at the first threshold, not at the second
+    cms = torch.tensor(
         [
-            # background, a, b (tie at 0.2/0.3), c (never present)
-            [0.9, 0.1, 0.2, NAN],
-            [0.8, 0.3, 0.6, NAN],
-            [0.7, 0.5, 0.6, NAN],
+            [[4, 0, 0], [0, 2, 2], [0, 0, 0]],
+            [[4, 0, 0], [2, 2, 0], [0, 0, 0]],
         ]
     )
-    # mIoU per threshold: 0.4, 0.5667, 0.6 -> the global best is 0.3
-    assert per_class_thresholds(iou, thresholds).tolist() == pytest.approx([0.3, 0.3, 0.2, 0.3])
+    cms[0, 1, 2] = 2  # two person pixels labelled as class 2
+    # nanmean over all classes: 0 counts at t0 (class 2 predicted) and drops out at t1
+    assert mean_iou(iou_from_confmat(cms)).tolist() == pytest.approx(
+        [(1 + 0.5 + 0) / 3, (4 / 6 + 0.5) / 2]
+    )
+    # the fixed class set (0, 1) scores both on the same classes
+    assert selection_miou(cms).tolist() == pytest.approx([(1 + 0.5) / 2, (4 / 6 + 0.5) / 2])
+    assert math.isnan(float(selection_miou(torch.zeros(2, 2, dtype=torch.int64))))
 
 
 def _fake_outputs() -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,9 +93,7 @@ def test_sweep_picks_the_first_threshold_that_drops_the_false_positive() -> None
     # t < 0.3: everything is person -> IoU (0, 0.5); 0.3 <= t < 0.8: perfect; t >= 0.8: (0.5, 0)
     expected = [0.25 if t < 0.3 or t >= 0.8 else 1.0 for t in GRID]
     assert result["miou"].tolist() == pytest.approx(expected)
-    assert result["best_index"] == GRID.index(0.3)
-    assert result["best_threshold"] == pytest.approx(0.3)
-    assert result["class_thresholds"].tolist() == pytest.approx([0.3, 0.3])
+    assert choose(result["confmat"], GRID, 2).threshold == pytest.approx(0.3)
     assert result["confmat"].shape == (19, 2, 2)
     assert result["confmat"][5].tolist() == [[8, 0], [0, 8]]
     assert result["pixel_accuracy"].tolist() == pytest.approx(
@@ -101,7 +105,7 @@ def test_sweep_ties_go_to_the_lower_threshold() -> None:
     sweep = ThresholdSweep(2, [0.2, 0.4, 0.6])
     target = torch.tensor([[0, 1]])
     sweep.update(torch.tensor([[[1, 1]], [[0, 1]], [[0, 1]]]), target)
-    assert sweep.compute()["best_threshold"] == pytest.approx(0.4)
+    assert choose(sweep.compute()["confmat"], [0.2, 0.4, 0.6], 2).threshold == pytest.approx(0.4)
 
 
 def test_sweep_batched_update_and_single_threshold() -> None:

@@ -78,12 +78,22 @@ def module_from_checkpoint(
     return module.eval()
 
 
+# buffers that checkpoints written before they existed lack: their defaults reproduce
+# what such checkpoints did (per-class thresholds used whenever asked for)
+CHOICE_BUFFERS = ("use_class_thresholds", "val_miou", "val_miou_global", "val_miou_per_class")
+
+
 def _with_batchnorm_counters(state: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
-    """Fill the BatchNorm step counters that frozen-BN (pretrained) models do not have.
+    """Fill the BatchNorm step counters that frozen-BN (pretrained) models do not have,
+    and the threshold-choice buffers of older checkpoints.
 
     A model fine-tuned from pretrained weights uses FrozenBatchNorm2d; rebuilt without
     those weights it has BatchNorm2d, whose eval-mode output is the same but whose state
     also counts batches. Every other key must match exactly (strict load).
     """
-    missing = [k for k in own if k not in state and k.endswith("num_batches_tracked")]
+    missing = [
+        k
+        for k in own
+        if k not in state and (k.endswith("num_batches_tracked") or k in CHOICE_BUFFERS)
+    ]
     return {**state, **{k: own[k] for k in missing}}

@@ -23,6 +23,7 @@ from fashionseg.model.builder import build_maskrcnn
 from fashionseg.model.schedule import build_scheduler
 from fashionseg.model.visualize import comparison_grid, threshold_curve
 from fashionseg.tasks import get_task
+from fashionseg.thresholds import InstanceCache, ThresholdChoice, choose
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 DEFAULT_OPTIMIZER: dict[str, Any] = {
@@ -70,7 +71,8 @@ class SegmentationModule(L.LightningModule):
             lr 1e-4 and momentum 0.9 by default), built for the trainable parameters.
         scheduler: see :func:`fashionseg.model.schedule.build_scheduler`.
         fusion: ``method`` (seed | score_order | argmax), ``mask_threshold`` and
-            ``per_class_thresholds`` (use each class's own best validation threshold).
+            ``per_class_thresholds`` (search per-class thresholds on validation and use
+            them where they beat the global one there: :mod:`fashionseg.thresholds`).
         thresholds: score thresholds swept at every validation epoch.
         threshold: a fixed score threshold overriding the one chosen on validation.
         log_images: validation photos shown in TensorBoard with ground truth and
@@ -123,10 +125,17 @@ class SegmentationModule(L.LightningModule):
         num_classes = self.task.num_classes
         self.register_buffer("best_threshold", torch.tensor(0.5))
         self.register_buffer("class_thresholds", torch.full((num_classes,), 0.5))
+        # what validation chose and scored (kept in checkpoints: the best checkpoint's
+        # own validation figures, not the last epoch's, go with its test figures)
+        self.register_buffer("use_class_thresholds", torch.tensor(True))
+        self.register_buffer("val_miou", torch.tensor(float("nan")))
+        self.register_buffer("val_miou_global", torch.tensor(float("nan")))
+        self.register_buffer("val_miou_per_class", torch.tensor(float("nan")))
         self.register_buffer("sweep_thresholds", torch.tensor(thresholds), persistent=False)
         self.val_sweep = ThresholdSweep(num_classes, thresholds)
         self.test_scores = ThresholdSweep(num_classes, [0.5])
         self.test_results: dict[str, Any] | None = None
+        self._cache = InstanceCache(fusion["method"], fusion["mask_threshold"], min(thresholds))
         self._shown: list[tuple[Tensor, Tensor, Tensor]] = []  # (image, target, maps [T,H,W])
 
     # whether label maps depend on a score threshold (swept on validation, stored, shown)
@@ -144,9 +153,6 @@ class SegmentationModule(L.LightningModule):
     def fuse_outputs(self, output: Mapping[str, Tensor]) -> Tensor:
         """One image's detections -> H x W label map at the module's threshold(s)."""
         fusion = self.hparams.fusion
-        class_thresholds = None
-        if fusion["per_class_thresholds"] and self.hparams.threshold is None:
-            class_thresholds = self.class_thresholds
         return fuse(
             output["labels"],
             output["scores"],
@@ -154,8 +160,24 @@ class SegmentationModule(L.LightningModule):
             method=fusion["method"],
             threshold=self.score_threshold,
             mask_threshold=fusion["mask_threshold"],
-            class_thresholds=class_thresholds,
+            class_thresholds=self.active_class_thresholds,
         )
+
+    @property
+    def per_class_search(self) -> bool:
+        """Whether validation searches per-class thresholds (asked for, not overridden)."""
+        return (
+            self.uses_threshold
+            and bool(self.hparams.fusion["per_class_thresholds"])
+            and self.hparams.threshold is None
+        )
+
+    @property
+    def active_class_thresholds(self) -> Tensor | None:
+        """The per-class thresholds in use: asked for and chosen on validation, else None."""
+        if self.per_class_search and bool(self.use_class_thresholds):
+            return self.class_thresholds
+        return None
 
     @torch.no_grad()
     def predict_maps(self, images: list[Tensor]) -> list[Tensor]:
@@ -222,27 +244,84 @@ class SegmentationModule(L.LightningModule):
                 mask_threshold=fusion["mask_threshold"],
             )
             self.val_sweep.update(maps, target["semantic"])
+            if self.per_class_search:
+                self._cache.add(
+                    output["labels"], output["scores"], output["masks"], target["semantic"]
+                )
             if len(self._shown) < self._images_to_show():
                 self._shown.append((image.detach(), target["semantic"], maps))
 
     def on_validation_epoch_end(self) -> None:
         result = self.val_sweep.compute()
         self.val_sweep.reset()
-        best = int(result["best_index"])
+        choice = self.choose_thresholds(result["confmat"])
+        self._cache.clear()
+        thresholds = self.hparams.thresholds
+        best = thresholds.index(choice.threshold)
         miou = result["miou"].reshape(-1)
-        for t, value in zip(self.hparams.thresholds, miou.tolist(), strict=True):
+        for t, value in zip(thresholds, miou.tolist(), strict=True):
             self.log(f"val_sweep/miou@{t:.2f}", value)
-        self.log("val/miou", miou[best].item(), prog_bar=True)
+        # val/miou (the checkpoints' monitor) scores the setting in use
+        self.log("val/miou", choice.val_miou, prog_bar=True)
         if self.uses_threshold:
-            self.log("val/best_threshold", float(result["best_threshold"]))
+            self.log("val/best_threshold", choice.threshold)
+            self.log("val/miou_global", choice.val_miou_global)
+        if self.per_class_search:
+            self.log("val/miou_per_class", float(choice.val_miou_per_class))
+            self.log("val/per_class_used", float(choice.use_class_thresholds))
         self.log("val/pixel_accuracy", result["pixel_accuracy"].reshape(-1)[best].item())
         for name, value in zip(self.task.class_names, result["iou"][best].tolist(), strict=True):
             self.log(f"val/iou/{name}", value)
         if not self.trainer.sanity_checking:
-            self.best_threshold.fill_(float(result["best_threshold"]))
-            self.class_thresholds.copy_(result["class_thresholds"].to(self.class_thresholds))
-        self.last_val_result = result
+            self.store_choice(choice)
+        self.last_val_result = {**result, "choice": choice}
         self._log_pictures(miou.tolist(), best)
+
+    def choose_thresholds(self, confmat: Tensor) -> ThresholdChoice:
+        """Choose the global (and, when asked, per-class) thresholds on this validation."""
+        thresholds = self.hparams.thresholds
+        if not self.per_class_search:
+            return choose(confmat, thresholds, self.task.num_classes)
+        grid = self.sweep_thresholds
+
+        def confmats(cls: int, class_thresholds: Tensor) -> Tensor:
+            metric = ThresholdSweep(
+                self.task.num_classes, thresholds, ignore_index=self.val_sweep.ignore_index
+            ).to(self.device)
+            for image in self._cache.images:
+                maps = self._cache.class_sweep(image, class_thresholds, cls, grid.cpu())
+                metric.update(maps.to(self.device), image.target.to(self.device).long())
+            return metric.compute()["confmat"].cpu()
+
+        return choose(confmat, thresholds, self.task.num_classes, True, confmats)
+
+    def store_choice(self, choice: ThresholdChoice) -> None:
+        """Keep validation's choice and figures in the buffers (so in checkpoints)."""
+        self.best_threshold.fill_(choice.threshold)
+        self.class_thresholds.copy_(torch.tensor(choice.class_thresholds))
+        self.use_class_thresholds.fill_(choice.use_class_thresholds)
+        self.val_miou.fill_(choice.val_miou)
+        self.val_miou_global.fill_(choice.val_miou_global)
+        per_class = choice.val_miou_per_class
+        self.val_miou_per_class.fill_(float("nan") if per_class is None else per_class)
+
+    def threshold_choice(self) -> dict[str, Any] | None:
+        """The stored choice as JSON-ready values (None for threshold-free models)."""
+        if not self.uses_threshold:
+            return None
+
+        def number(buffer: Tensor) -> float | None:
+            value = float(buffer)
+            return None if value != value else value
+
+        return {
+            "threshold": float(self.best_threshold),
+            "class_thresholds": self.class_thresholds.tolist() if self.per_class_search else None,
+            "per_class_used": self.active_class_thresholds is not None,
+            "val_miou_global": number(self.val_miou_global),
+            "val_miou_per_class": number(self.val_miou_per_class),
+            "override": self.hparams.threshold,
+        }
 
     def _tensorboard(self) -> Any:
         """The TensorBoard SummaryWriter of the first TensorBoard logger, if any."""
@@ -286,17 +365,16 @@ class SegmentationModule(L.LightningModule):
         result = self.test_scores.compute()
         self.test_scores.reset()
         confmat = result["confmat"][0]
-        class_thresholds = None
-        if self.hparams.fusion["per_class_thresholds"] and self.hparams.threshold is None:
-            class_thresholds = self.class_thresholds.tolist()
+        class_thresholds = self.active_class_thresholds
         self.test_results = metrics_dict(
             confmat,
             self.task.class_names,
             threshold=self.score_threshold,
-            class_thresholds=class_thresholds,
+            class_thresholds=None if class_thresholds is None else class_thresholds.tolist(),
+            threshold_choice=self.threshold_choice(),
         )
-        # torchmetrics squeezes one-element results: flatten the T = 1 axis explicitly
-        self.log("test/miou", float(result["miou"].reshape(-1)[0]))
+        test_miou = self.test_results["miou"]
+        self.log("test/miou", float("nan") if test_miou is None else test_miou)
         self.log("test/pixel_accuracy", float(result["pixel_accuracy"].reshape(-1)[0]))
         for name, value in zip(self.task.class_names, result["iou"][0].tolist(), strict=True):
             self.log(f"test/iou/{name}", value)
@@ -310,9 +388,8 @@ class SegmentationModule(L.LightningModule):
         metrics = {"hp/test_miou": self.test_results["miou"] or 0.0}
         if self.score_threshold is not None:
             metrics["hp/best_threshold"] = self.score_threshold
-        val = getattr(self, "last_val_result", None)
-        if val is not None:
-            metrics["hp/val_miou"] = float(val["miou"].reshape(-1)[int(val["best_index"])])
+        if not torch.isnan(self.val_miou):  # the tested checkpoint's own validation figure
+            metrics["hp/val_miou"] = float(self.val_miou)
         logger.log_hyperparams(_flat_hparams(self.hparams), metrics)
 
     # ------------------------------------------------------------------- predict
