@@ -56,6 +56,11 @@ def _flat_hparams(hparams: Mapping[str, Any], prefix: str = "") -> dict[str, Any
     return flat
 
 
+def _rounded(values: Tensor) -> list[float]:
+    """Float32 thresholds as the decimals they were chosen from (0.05, not 0.0500000007)."""
+    return [round(v, 6) for v in values.tolist()]
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised when a training loss becomes NaN or infinite."""
 
@@ -189,7 +194,7 @@ class SegmentationModule(L.LightningModule):
         """The global score threshold in use: the override, else the validated one."""
         if self.hparams.threshold is not None:
             return float(self.hparams.threshold)
-        return float(self.best_threshold)
+        return round(float(self.best_threshold), 6)
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> Tensor:
@@ -315,8 +320,8 @@ class SegmentationModule(L.LightningModule):
             return None if value != value else value
 
         return {
-            "threshold": float(self.best_threshold),
-            "class_thresholds": self.class_thresholds.tolist() if self.per_class_search else None,
+            "threshold": round(float(self.best_threshold), 6),
+            "class_thresholds": _rounded(self.class_thresholds) if self.per_class_search else None,
             "per_class_used": self.active_class_thresholds is not None,
             "val_miou_global": number(self.val_miou_global),
             "val_miou_per_class": number(self.val_miou_per_class),
@@ -370,7 +375,7 @@ class SegmentationModule(L.LightningModule):
             confmat,
             self.task.class_names,
             threshold=self.score_threshold,
-            class_thresholds=None if class_thresholds is None else class_thresholds.tolist(),
+            class_thresholds=None if class_thresholds is None else _rounded(class_thresholds),
             threshold_choice=self.threshold_choice(),
         )
         test_miou = self.test_results["miou"]
