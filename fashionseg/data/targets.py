@@ -7,6 +7,9 @@ import torch
 from scipy import ndimage
 
 INSTANCE_MODES = ("class", "components")
+# Label-map value of pixels that no loss and no metric counts (``data.ignore_index`` in the
+# user's masks is read as this); never a class id, and never part of an instance.
+IGNORE_INDEX = 255
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
@@ -58,7 +61,8 @@ def mask_to_target(
 
     Returns ``masks`` (N x H x W uint8, 0/1), ``boxes`` (N x 4 float32, pixel-edge
     ``x1 y1 x2 y2`` from :func:`boxes_of`) and ``labels`` (N int64). Background (id 0) is
-    never an object; with no objects ``masks`` is 0 x H x W and ``boxes`` is 0 x 4.
+    never an object, nor are ignored pixels (:data:`IGNORE_INDEX`): instances are built
+    from the other pixels only. With no objects ``masks`` is 0 x H x W and ``boxes`` 0 x 4.
     """
     if instances not in INSTANCE_MODES:
         raise ValueError(

@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import Container, OmegaConf
 from torch import Tensor
 
+from fashionseg.data.targets import IGNORE_INDEX
 from fashionseg.fusion import METHODS, fuse, fuse_sweep
 from fashionseg.metrics import ThresholdSweep, metrics_dict
 from fashionseg.model.builder import build_maskrcnn
@@ -137,8 +138,9 @@ class SegmentationModule(L.LightningModule):
         self.register_buffer("val_miou_global", torch.tensor(float("nan")))
         self.register_buffer("val_miou_per_class", torch.tensor(float("nan")))
         self.register_buffer("sweep_thresholds", torch.tensor(thresholds), persistent=False)
-        self.val_sweep = ThresholdSweep(num_classes, thresholds)
-        self.test_scores = ThresholdSweep(num_classes, [0.5])
+        # pixels of data.ignore_index (IGNORE_INDEX in the targets) count in no metric
+        self.val_sweep = ThresholdSweep(num_classes, thresholds, ignore_index=IGNORE_INDEX)
+        self.test_scores = ThresholdSweep(num_classes, [0.5], ignore_index=IGNORE_INDEX)
         self.test_results: dict[str, Any] | None = None
         self._cache = InstanceCache(fusion["method"], fusion["mask_threshold"], min(thresholds))
         self._shown: list[tuple[Tensor, Tensor, Tensor]] = []  # (image, target, maps [T,H,W])

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import get_model, get_model_weights
 
+from fashionseg.data.targets import IGNORE_INDEX
 from fashionseg.model.builder import resolve_auto
 from fashionseg.model.module import SegmentationModule
 
@@ -31,7 +32,7 @@ SEMANTIC_ARCHS = (
     "fcn_resnet50",
 )
 SEMANTIC_WEIGHTS = ("auto", "coco", "imagenet", "none")
-IGNORE = 255
+IGNORE = IGNORE_INDEX  # data.ignore_index pixels and the batch padding: no loss
 BN_MOMENTUM = 0.1  # PyTorch's default
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
