@@ -154,9 +154,10 @@ def _mask_without_photo(root: Path) -> tuple[str, Path, str]:
 
 
 def _sixteen_bit_mask(root: Path) -> tuple[str, Path, str]:
+    # 16-bit masks holding class ids are read; a value no task has is named
     path = root / "person" / "001.png"
-    Image.fromarray(np.ones((6, 8), np.uint16)).save(path)
-    return "person", path, "16-bit"
+    Image.fromarray(np.full((6, 8), 300, np.uint16)).save(path)
+    return "person", path, "class id 300"
 
 
 BAD_INPUTS: dict[str, Callable[[Path], tuple[str, Path, str]]] = {

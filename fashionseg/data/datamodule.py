@@ -14,7 +14,7 @@ from torch import distributed as dist
 from torch.utils.data import DataLoader
 
 from fashionseg.data.dataset import FashionDataset
-from fashionseg.data.io import DataError, check_dataset, find_samples, raise_problems
+from fashionseg.data.io import DataError, MaskRules, check_dataset, find_samples, raise_problems
 from fashionseg.data.targets import INSTANCE_MODES
 from fashionseg.data.transforms import build_train_transforms
 from fashionseg.io_utils import write_json
@@ -102,7 +102,9 @@ class FashionDataModule(L.LightningDataModule):
     ``setup`` checks every file before any training step (all problems in one error),
     then splits deterministically from ``seed`` or reproduces a run's ``manifest``
     (``split.json``). ``generate`` (a dict of :func:`fashionseg.data.synthetic.generate`
-    arguments) fills an empty ``root`` with synthetic data first.
+    arguments) fills an empty ``root`` with synthetic data first. ``ignore_index`` (the
+    mask value no loss or metric counts; None: none) and ``binary_255`` (True: 255 is the
+    person in 0/255 masks) say how masks are read: :class:`fashionseg.data.io.MaskRules`.
     """
 
     def __init__(
@@ -114,6 +116,8 @@ class FashionDataModule(L.LightningDataModule):
         manifest: str | None = None,
         instances: str = "class",
         min_area: int = 0,
+        ignore_index: int | None = 255,
+        binary_255: bool | None = None,
         hflip: float = 0.0,
         scale_jitter: Sequence[float] | None = None,
         color_jitter: float = 0.0,
@@ -135,6 +139,7 @@ class FashionDataModule(L.LightningDataModule):
                 f"unknown data.instances {instances!r}: choose one of {', '.join(INSTANCE_MODES)}"
             )
         split = check_ratios(split)
+        MaskRules(ignore_index, binary_255).check(task)
         scale_jitter = [float(s) for s in scale_jitter] if scale_jitter else None
         crop = [float(s) for s in crop] if crop else None
         generate = dict(generate) if generate else None
@@ -147,6 +152,8 @@ class FashionDataModule(L.LightningDataModule):
                 "manifest": str(manifest) if manifest else None,
                 "instances": instances,
                 "min_area": int(min_area),
+                "ignore_index": ignore_index,
+                "binary_255": binary_255,
                 "hflip": float(hflip),
                 "scale_jitter": scale_jitter,
                 "color_jitter": float(color_jitter),
@@ -178,7 +185,10 @@ class FashionDataModule(L.LightningDataModule):
         if self.split_stems:
             return
         self.prepare_data()
-        raise_problems(check_dataset(self.root, self.task), f"{self.root} (task {self.task})")
+        rules = MaskRules(self.hparams.ignore_index, self.hparams.binary_255)
+        raise_problems(
+            check_dataset(self.root, self.task, rules), f"{self.root} (task {self.task})"
+        )
         stems = [s.stem for s in find_samples(self.root, self.task)]
         if self.hparams.manifest:
             self.split_stems = read_manifest(self.hparams.manifest, set(stems))
@@ -219,6 +229,8 @@ class FashionDataModule(L.LightningDataModule):
                 hp.instances,
                 hp.min_area,
                 transforms,
+                hp.ignore_index,
+                hp.binary_255,
             )
         return self._datasets[split]
 

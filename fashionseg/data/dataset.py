@@ -9,7 +9,16 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from fashionseg.data.io import DataError, Sample, find_samples, read_image, read_mask
+from fashionseg.data.io import (
+    DataError,
+    MaskRules,
+    Sample,
+    find_samples,
+    photo_info,
+    read_image,
+    read_mask,
+    size_problem,
+)
 from fashionseg.data.targets import INSTANCE_MODES, mask_to_target
 from fashionseg.tasks import Task, get_task
 
@@ -26,6 +35,9 @@ class FashionDataset(Dataset):
     a split (in that order). ``instances``/``min_area``: see
     :func:`fashionseg.data.targets.mask_to_target`. ``transforms`` (e.g.
     :func:`fashionseg.data.transforms.build_train_transforms`) runs on ``(image, target)``.
+    ``ignore_index``/``binary_255``: see :class:`fashionseg.data.io.MaskRules`; ignored
+    pixels are :data:`fashionseg.data.targets.IGNORE_INDEX` in ``semantic`` and in no
+    instance.
     """
 
     def __init__(
@@ -36,6 +48,8 @@ class FashionDataset(Dataset):
         instances: str = "class",
         min_area: int = 0,
         transforms: Callable[[torch.Tensor, dict[str, Any]], tuple] | None = None,
+        ignore_index: int | None = 255,
+        binary_255: bool | None = None,
     ) -> None:
         self.root = Path(root)
         self.task = task if isinstance(task, Task) else get_task(task)
@@ -43,6 +57,7 @@ class FashionDataset(Dataset):
             raise ValueError(
                 f"unknown instances mode {instances!r}: choose one of {', '.join(INSTANCE_MODES)}"
             )
+        self.rules = MaskRules(ignore_index, binary_255).check(self.task)
         samples = find_samples(self.root, self.task)
         self._ids = {s.stem: i for i, s in enumerate(samples)}
         if stems is not None:
@@ -65,12 +80,12 @@ class FashionDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         sample = self.samples[index]
         image = read_image(sample.image)
-        ids = read_mask(sample.mask, self.task)
-        if tuple(ids.shape) != tuple(image.shape[1:]):
-            raise DataError(
-                f"{sample.mask}: mask size {ids.shape[1]}x{ids.shape[0]} does not match photo "
-                f"size {image.shape[2]}x{image.shape[1]} (W x H)"
+        ids = read_mask(sample.mask, self.task, self.rules)
+        if tuple(ids.shape) != tuple(image.shape[1:]):  # files changed since the check
+            problem = size_problem(
+                sample.mask, (ids.shape[1], ids.shape[0]), photo_info(sample.image)
             )
+            raise DataError(problem or f"{sample.mask}: mask and photo sizes differ")
         target: dict[str, Any] = {"semantic": torch.from_numpy(ids).to(torch.int64)}
         if self.transforms is not None:  # on the uint8 photo and the label map only
             image, target = self.transforms(image, target)

@@ -1,25 +1,59 @@
 """Reading and checking dataset files.
 
-Layout: ``ROOT/images/<stem>.jpg|.jpeg|.png``, ``ROOT/person/<stem>.png``,
-``ROOT/clothes/<stem>.png``. Masks are single-channel index PNGs (mode ``L`` or ``P``,
-pixel value = class id) or RGB PNGs in the VOC colours of :mod:`fashionseg.tasks`.
-Photos in greyscale, palette or RGBA are accepted and converted to RGB (RGBA: the alpha
-channel is dropped, not composited). Every problem is a :class:`DataError` whose message is
-one line naming the file and the offending value. Nothing here writes to the dataset.
+Layout: ``ROOT/images/<stem>.<photo suffix>`` (:data:`IMAGE_SUFFIXES`, any case),
+``ROOT/person/<stem>.png``, ``ROOT/clothes/<stem>.png`` (``.png`` in any case).
+
+Photos are read as displayed: an EXIF orientation tag is applied (as
+:func:`PIL.ImageOps.exif_transpose` does), and every mode PIL reads is turned into 8-bit
+RGB by :func:`to_rgb8` (16-bit and 32-bit integer grey scaled from 0..65535, float grey from
+0..1 or 0..255, palette, 1-bit, CMYK, LA/RGBA with the alpha dropped, not composited).
+
+Masks hold class ids: index masks (mode ``L``, ``1``, 16-bit ``I;16``/``I``, ``LA`` with
+its alpha dropped) by value; palette masks (``P``) by index, or by colour when their
+palette carries the task's VOC colours at other indices (see :func:`palette_ids`); RGB(A)
+masks by the task's VOC colours. The value ``ignore_index`` (255 by default; VOC's
+"void" colour (224, 224, 192) in colour masks) marks pixels that no loss and no metric
+counts; they come out as :data:`IGNORE_INDEX`. An EXIF orientation tag on a mask is applied
+too (a mask is read as displayed, like its photo).
+
+Every problem is a :class:`DataError` whose message is one line, ``<file>: <problem>``,
+naming the file and the offending value. Nothing here writes to the dataset.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from fashionseg.data.targets import IGNORE_INDEX
 from fashionseg.tasks import Task, get_task
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# The photo suffixes datasets and predict accept (matched case-insensitively).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+MASK_SUFFIX = ".png"
+LOSSY_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
+# Side-car and system files a photo or mask folder may hold; skipped without a word.
+SIDECAR_SUFFIXES = (".txt", ".json", ".csv", ".xml", ".md", ".yaml", ".yml", ".xmp", ".aae")
+CLUTTER_NAMES = ("thumbs.db", "desktop.ini")
+# VOC's "void" (boundary / don't care) colour: ignored pixels in colour masks.
+VOID_COLOUR = (224, 224, 192)
+EXIF_ORIENTATION = 0x0112
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_SIDES = (5, 6, 7, 8)
 
 
 class DataError(ValueError):
@@ -35,89 +69,281 @@ class Sample:
     mask: Path
 
 
+@dataclass(frozen=True)
+class PhotoInfo:
+    """What decoding a photo tells: displayed size (W, H), EXIF orientation, PIL mode."""
+
+    size: tuple[int, int]
+    orientation: int = 1
+    mode: str = "RGB"
+
+    @property
+    def stored_size(self) -> tuple[int, int]:
+        """(W, H) of the pixels as stored in the file, before the EXIF orientation."""
+        w, h = self.size
+        return (h, w) if self.orientation in _SWAPS_SIDES else (w, h)
+
+
+@dataclass(frozen=True)
+class MaskRules:
+    """How mask values beyond the class ids are read (``data.ignore_index``/``binary_255``).
+
+    ``ignore_index``: the mask value of pixels excluded from every loss and metric (None:
+    no ignore label). ``binary_255``: ``True`` reads 255 as class 1 (0/255 binary person
+    masks), ``False`` never asks, ``None`` (default) refuses a mask holding only 0 and 255
+    with the one-line fix, since it is ambiguous.
+    """
+
+    ignore_index: int | None = IGNORE_INDEX
+    binary_255: bool | None = None
+
+    def check(self, task: Task | str) -> MaskRules:
+        """The rules themselves, after checking them against ``task`` (DataError if bad)."""
+        task = _as_task(task)
+        ignore = self.ignore_index
+        if ignore is not None:
+            if isinstance(ignore, bool) or not isinstance(ignore, int) or not 0 <= ignore <= 65535:
+                raise DataError(
+                    f"data.ignore_index={ignore!r}: must be an integer 0..65535 or null"
+                )
+            if ignore < task.num_classes:
+                raise DataError(
+                    f"data.ignore_index={ignore}: a class id of task {task.name!r} "
+                    f"(0..{task.num_classes - 1}); choose a value >= {task.num_classes} "
+                    "(default 255) or null"
+                )
+        if self.binary_255 is not None and not isinstance(self.binary_255, bool):
+            raise DataError(f"data.binary_255={self.binary_255!r}: must be true, false or null")
+        if self.binary_255 and task.num_classes != 2:
+            raise DataError(
+                f"data.binary_255=true reads 255 as class 1: it is for 0/255 binary masks of "
+                f"task 'person', not {task.name!r}"
+            )
+        return self
+
+
 def _as_task(task: Task | str) -> Task:
     return task if isinstance(task, Task) else get_task(task)
 
 
-def _open(path: Path) -> Image.Image:
-    """Open and fully decode an image (so truncation shows), read-only.
+def shown(path: str | os.PathLike[str]) -> str:
+    """A path as printable text: bytes that are not UTF-8 appear as ``\\xNN``."""
+    text = os.fspath(path)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
-    Decoder failures (corrupt or truncated JPEG/PNG, not an image) become a DataError.
+
+def _reason(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+# --------------------------------------------------------------------------- decoding
+def _check_file(path: Path) -> None:
+    """DataError for what is not a readable, non-empty file (named precisely)."""
+    if path.is_symlink() and not path.exists():
+        raise DataError(f"{shown(path)}: broken symbolic link (to {shown(os.readlink(path))})")
+    if not path.exists():
+        raise DataError(f"{shown(path)}: file not found")
+    if path.is_dir():
+        raise DataError(f"{shown(path)}: a directory, not an image file")
+    if not path.is_file():
+        raise DataError(f"{shown(path)}: not a regular file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{shown(path)}: empty file (0 bytes)")
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1 when absent, unreadable or invalid)."""
+    try:
+        value = img.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # a broken EXIF block: viewers ignore it, so do we
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _decode(path: Path) -> tuple[Image.Image, int]:
+    """Fully decode an image (so truncation shows) in its displayed orientation.
+
+    Returns the image and the file's EXIF orientation tag (1: none). Any decoder failure
+    is a one-line DataError naming the file.
     """
+    _check_file(path)
     try:
         with Image.open(path) as img:
+            tagged = _orientation(img)
             img.load()
-            return img
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        reason = " ".join(str(err).split())
-        raise DataError(f"{path}: unreadable, corrupt or truncated image ({reason})") from None
+    except PermissionError:
+        raise DataError(f"{shown(path)}: permission denied (cannot read the file)") from None
+    except Image.DecompressionBombError as err:
+        raise DataError(
+            f"{shown(path)}: image too large, refused as a possible decompression bomb "
+            f"({_reason(err)}; PIL.Image.MAX_IMAGE_PIXELS sets the limit)"
+        ) from None
+    except UnidentifiedImageError:
+        raise DataError(
+            f"{shown(path)}: not an image format PIL can read (suffix {path.suffix!r}; "
+            "a HEIC/AVIF/RAW file or not an image?)"
+        ) from None
+    except Exception as err:  # decoders raise OSError, SyntaxError, ValueError, EOFError...
+        raise DataError(
+            f"{shown(path)}: unreadable, corrupt or truncated image ({_reason(err)})"
+        ) from None
+    # TIFF applies its orientation while loading and drops the tag; others keep it.
+    remaining = _orientation(img)
+    if remaining in _ORIENTATIONS:
+        img = img.transpose(_ORIENTATIONS[remaining])
+    return img, tagged
+
+
+def _scale_to_8bit(values: np.ndarray, path: Path, mode: str) -> np.ndarray:
+    """Grey values of a 16/32-bit integer or float image -> uint8 (H x W)."""
+    if values.dtype.kind == "f":
+        if not np.isfinite(values).all():
+            raise DataError(f"{shown(path)}: float photo (mode {mode}) holds NaN or infinity")
+        lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if lo < 0 or hi > 255:
+            raise DataError(
+                f"{shown(path)}: float photo (mode {mode}) with values {lo:g}..{hi:g}, "
+                "outside 0..1 and 0..255; save it as an 8- or 16-bit image"
+            )
+        top = 1.0 if hi <= 1 else 255.0
+        return np.rint(values.astype(np.float64) * (255.0 / top)).astype(np.uint8)
+    values = values.astype(np.int64)
+    lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if lo < 0 or hi > 65535:
+        raise DataError(
+            f"{shown(path)}: integer photo (mode {mode}) with values {lo}..{hi}, outside "
+            "0..65535 (16-bit); save it as an 8- or 16-bit image"
+        )
+    return ((values * 255 + 32767) // 65535).astype(np.uint8)  # rounded 0..65535 -> 0..255
+
+
+def to_rgb8(img: Image.Image, path: str | Path) -> np.ndarray:
+    """An image of any mode PIL reads as 8-bit RGB, H x W x 3 uint8 (pure: no I/O).
+
+    16-bit grey (``I;16*``) and 32-bit integer grey (``I``) are scaled from the 16-bit
+    range 0..65535 (what scanners and raw converters write; other values are an error);
+    float grey (``F``) from 0..1 when its maximum is <= 1, else from 0..255 (beyond that,
+    negative or NaN: an error); ``1``, ``L``, ``P`` (its transparency ignored), ``CMYK``,
+    ``YCbCr``, ``LAB``, ``HSV`` through PIL's conversion; ``LA``, ``PA``, ``RGBA``: the
+    alpha channel is dropped, not composited. Other modes are a DataError naming ``path``.
+    """
+    path = Path(path)
+    mode = img.mode
+    if mode == "RGB":
+        return np.array(img, dtype=np.uint8)
+    if mode == "I" or mode.startswith("I;") or mode == "F":
+        try:
+            grey = np.asarray(img)
+        except Exception as err:
+            raise DataError(
+                f"{shown(path)}: photo mode {mode} cannot be read ({_reason(err)})"
+            ) from None
+        grey = _scale_to_8bit(grey, path, mode)
+        return np.repeat(grey[..., None], 3, axis=2)
+    try:
+        return np.array(img.convert("RGB"), dtype=np.uint8)
+    except Exception:
+        raise DataError(f"{shown(path)}: photo mode {mode} cannot be converted to RGB") from None
+
+
+def read_photo(path: str | Path) -> tuple[np.ndarray, PhotoInfo]:
+    """A photo as displayed, H x W x 3 uint8 RGB, with its :class:`PhotoInfo`."""
+    path = Path(path)
+    img, orientation = _decode(path)
+    rgb = to_rgb8(img, path)
+    return rgb, PhotoInfo((rgb.shape[1], rgb.shape[0]), orientation, img.mode)
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """A photo as a uint8 tensor 3 x H x W (RGB).
+    """A photo as a uint8 tensor 3 x H x W (RGB), in its displayed (EXIF) orientation.
 
-    Greyscale and palette photos are converted to RGB; RGBA photos are accepted by dropping
-    the alpha channel (no compositing). A corrupt or truncated file raises DataError.
+    Every mode goes through :func:`to_rgb8`; any problem is a DataError naming the file.
     """
-    path = Path(path)
-    img = _open(path)
-    if img.mode != "RGB":
-        img = img.convert("RGB")  # L, P, CMYK, RGBA (alpha dropped)
-    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    rgb, _ = read_photo(path)
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous()
+
+
+def photo_info(path: str | Path) -> PhotoInfo:
+    """Decode and convert a photo fully (DataError on any problem); what it found."""
+    return read_photo(path)[1]
 
 
 def decode_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of an image after fully decoding it (DataError when it is truncated)."""
-    return _open(Path(path)).size
+    """Displayed (width, height) of a photo after fully decoding and converting it."""
+    return photo_info(path).size
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of an image from its header, without decoding it."""
+    """Displayed (width, height) of an image from its header, without decoding it."""
+    path = Path(path)
+    _check_file(path)
     try:
         with Image.open(path) as img:
-            return img.size
-    except (OSError, SyntaxError, ValueError) as err:
-        reason = " ".join(str(err).split())
-        raise DataError(f"{path}: unreadable image ({reason})") from None
+            w, h = img.size
+            swap = _orientation(img) in _SWAPS_SIDES and img.format != "TIFF"
+    except Exception as err:
+        raise DataError(f"{shown(path)}: unreadable image ({_reason(err)})") from None
+    return (h, w) if swap else (w, h)
 
 
-def read_mask(path: str | Path, task: Task | str) -> np.ndarray:
-    """A mask as a uint8 H x W array of class ids, checked against the task's classes.
+# ------------------------------------------------------------------------------ masks
+def _colour_keys(colours: Iterable[tuple[int, int, int]]) -> np.ndarray:
+    return np.array([(r << 16) | (g << 8) | b for r, g, b in colours], dtype=np.int64)
 
-    Mode ``L``/``P`` masks hold class ids; RGB(A) masks are mapped back from the task's VOC
-    colours. DataError for an unknown colour, an id >= the class count, a 16-bit mask or
-    an unreadable file.
+
+def palette_ids(
+    indices: np.ndarray, palette: list[int], path: Path, task: Task, ignore_index: int | None
+) -> np.ndarray:
+    """Class ids of a palette mask (``-1`` = ignored) from its indices and flat RGB palette.
+
+    The used indices other than ``ignore_index`` decide: when some carries a task colour
+    of another class (what :meth:`PIL.Image.Image.quantize` makes of an RGB mask), the
+    mask is read by colour, and then every used index must carry a task colour (or VOC's
+    void colour, ignored); otherwise the indices are the class ids (our own palette, the
+    VOC palette, a grey or arbitrary palette). Mixed cases are a DataError.
     """
-    path = Path(path)
-    task = _as_task(task)
-    img = _open(path)
-    if img.mode in ("L", "P"):
-        ids = np.array(img, dtype=np.uint8)
-    elif img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    used = [int(i) for i in np.unique(indices) if int(i) != ignore_index]
+    colour_of = {
+        i: tuple(palette[3 * i : 3 * i + 3]) if 3 * i + 3 <= len(palette) else None for i in used
+    }
+    class_of = {c: k for k, c in enumerate(task.colors)}
+    known = {i: class_of.get(colour_of[i]) for i in used}
+    moved = [i for i in used if known[i] is not None and known[i] != i]
+    if not moved:
+        return indices.astype(np.int64)
+    if ignore_index is not None:
+        known.update({i: -1 for i in used if colour_of[i] == VOID_COLOUR})
+    unknown = [i for i in used if known[i] is None]
+    if unknown:
+        i, j = moved[0], unknown[0]
         raise DataError(
-            f"{path}: 16-bit mask (mode {img.mode}); save masks as 8-bit index PNGs (mode L or P)"
+            f"{shown(path)}: ambiguous palette mask: index {i} has the colour "
+            f"{colour_of[i]} of class {known[i]} {task.class_names[known[i]]!r}, but index {j} "
+            f"has {colour_of[j]}, no colour of task {task.name!r}; save it with index = "
+            "class id, or with every used index in the task's colours"
         )
-    elif img.mode in ("RGB", "RGBA"):
-        ids = _colours_to_ids(path, np.array(img.convert("RGB"), dtype=np.uint8), task)
-    else:
-        raise DataError(f"{path}: unsupported mask mode {img.mode}; expected L, P or RGB")
-    if ids.size and int(ids.max()) >= task.num_classes:
-        bad = sorted(int(v) for v in np.unique(ids) if v >= task.num_classes)
-        raise DataError(
-            f"{path}: class id {bad[0]} out of range for task {task.name!r} "
-            f"(ids 0..{task.num_classes - 1}; found {bad})"
-        )
-    return ids
+    lut = np.arange(max(256, int(indices.max()) + 1), dtype=np.int64)
+    for i in used:
+        lut[i] = known[i]
+    if ignore_index is not None and ignore_index < len(lut):
+        lut[ignore_index] = -1
+    return lut[indices]
 
 
-def _colours_to_ids(path: Path, rgb: np.ndarray, task: Task) -> np.ndarray:
-    """Map VOC colours back to class ids; an unknown colour is an error."""
+def _colours_to_ids(path: Path, rgb: np.ndarray, task: Task, void: bool) -> np.ndarray:
+    """Map VOC colours back to class ids (``-1``: the void colour when ``void``).
+
+    An RGB mask whose three channels are equal everywhere is a grey index mask. An unknown
+    colour is an error naming the first pixel that has it.
+    """
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return rgb[..., 0].astype(np.int64)
     packed = (
-        (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+        (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
     )
-    keys = np.array([(r << 16) | (g << 8) | b for r, g, b in task.colors], dtype=np.int32)
+    colours = list(task.colors) + ([VOID_COLOUR] if void else [])
+    values = np.array(list(range(task.num_classes)) + ([-1] if void else []), dtype=np.int64)
+    keys = _colour_keys(colours)
     order = np.argsort(keys)
     pos = np.clip(np.searchsorted(keys[order], packed), 0, len(keys) - 1)
     known = keys[order][pos] == packed
@@ -125,55 +351,278 @@ def _colours_to_ids(path: Path, rgb: np.ndarray, task: Task) -> np.ndarray:
         y, x = np.argwhere(~known)[0]
         colour = tuple(int(c) for c in rgb[y, x])
         raise DataError(
-            f"{path}: unknown mask colour {colour} at pixel (x={x}, y={y}); task "
+            f"{shown(path)}: unknown mask colour {colour} at pixel (x={x}, y={y}); task "
             f"{task.name!r} uses {list(task.colors)}"
+            + (f" and {VOID_COLOUR} for ignored pixels" if void else "")
         )
-    return order[pos].astype(np.uint8)
+    return values[order][pos]
+
+
+def _mask_values(img: Image.Image, path: Path, task: Task, rules: MaskRules) -> np.ndarray:
+    """The mask's values as int64 H x W: class ids, other values, ``-1`` for ignored colours."""
+    mode = img.mode
+    if img.format in ("JPEG", "MPO"):
+        raise DataError(
+            f"{shown(path)}: a JPEG file (lossy compression corrupts class ids); save masks as PNG"
+        )
+    if mode in ("L", "1") or mode == "I" or mode.startswith("I;"):
+        return np.asarray(img).astype(np.int64)
+    if mode == "LA":
+        return np.asarray(img)[..., 0].astype(np.int64)
+    if mode in ("P", "PA"):
+        indices = np.asarray(img)
+        indices = indices[..., 0] if indices.ndim == 3 else indices
+        return palette_ids(indices, img.getpalette("RGB") or [], path, task, rules.ignore_index)
+    if mode in ("RGB", "RGBA", "RGBX"):
+        rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        return _colours_to_ids(path, rgb, task, void=rules.ignore_index is not None)
+    raise DataError(
+        f"{shown(path)}: unsupported mask mode {mode}; expected an index mask (L, P, 1, "
+        "I;16) or a colour mask (RGB)"
+    )
+
+
+def _binary_hint(path: Path, task: Task, rules: MaskRules) -> str:
+    if task.num_classes == 2:
+        fix = "set data.binary_255=true to read 255 as person (1)"
+        if rules.ignore_index == 255:
+            fix += ", or data.binary_255=false to keep 255 as ignored (data.ignore_index)"
+        else:
+            fix += ", or save the person as 1"
+    else:
+        fix = f"{task.name} masks hold class ids 0..{task.num_classes - 1}"
+        if rules.ignore_index == 255:
+            fix += "; set data.binary_255=false if 255 marks ignored pixels"
+    return f"{shown(path)}: mask holds only 0 and 255: a binary 0/255 mask? {fix}"
+
+
+def ids_from_values(values: np.ndarray, path: Path, task: Task, rules: MaskRules) -> np.ndarray:
+    """Checked uint8 class ids (ignored pixels: :data:`IGNORE_INDEX`) from raw mask values."""
+    present = np.unique(values)
+    listed = {int(v) for v in present}
+    if rules.binary_255 is None and 255 in listed and listed <= {0, 255}:
+        raise DataError(_binary_hint(path, task, rules))
+    if rules.binary_255:
+        values = np.where(values == 255, 1, values)
+    ignored = values == -1
+    if rules.ignore_index is not None:
+        ignored |= values == rules.ignore_index
+    if values.size and ignored.all():
+        raise DataError(
+            f"{shown(path)}: every pixel is ignored (data.ignore_index={rules.ignore_index}): "
+            "nothing to train or score on"
+        )
+    bad = sorted({int(v) for v in np.unique(values[~ignored])} - set(range(task.num_classes)))
+    if bad:
+        extra = f", {rules.ignore_index} = ignored" if rules.ignore_index is not None else ""
+        raise DataError(
+            f"{shown(path)}: class id {bad[0]} out of range for task {task.name!r} "
+            f"(ids 0..{task.num_classes - 1}{extra}; found {bad[:10]})"
+        )
+    ids = values.astype(np.uint8)
+    ids[ignored] = IGNORE_INDEX
+    return ids
+
+
+def read_mask(path: str | Path, task: Task | str, rules: MaskRules | None = None) -> np.ndarray:
+    """A mask as a uint8 H x W array of class ids, checked against the task's classes.
+
+    Ignored pixels (``rules.ignore_index``, default 255) come out as :data:`IGNORE_INDEX`.
+    DataError for an unknown colour, an ambiguous palette, an id the task does not have,
+    a 0/255 mask (unless ``rules.binary_255`` says how to read it), a JPEG or an
+    unreadable file.
+    """
+    path = Path(path)
+    task = _as_task(task)
+    rules = (rules or MaskRules()).check(task)
+    img, _ = _decode(path)
+    return ids_from_values(_mask_values(img, path, task, rules), path, task, rules)
+
+
+def size_problem(mask: Path, mask_size: tuple[int, int], photo: PhotoInfo) -> str | None:
+    """The message when a mask's (W, H) differs from its photo's displayed size, else None.
+
+    It names the photo's EXIF orientation when that is what makes them differ.
+    """
+    if tuple(mask_size) == tuple(photo.size):
+        return None
+    (mw, mh), (w, h) = mask_size, photo.size
+    message = f"{shown(mask)}: mask size {mw}x{mh} does not match the photo's size {w}x{h} (W x H)"
+    if photo.orientation in _SWAPS_SIDES:
+        sw, sh = photo.stored_size
+        message += (
+            f" as displayed: its EXIF orientation {photo.orientation} turns the stored {sw}x{sh}"
+        )
+        if tuple(mask_size) == photo.stored_size:
+            message += "; label the photo as displayed (rotate the mask to match)"
+    return message
+
+
+def check_mask(
+    path: str | Path,
+    task: Task | str,
+    photo: PhotoInfo | tuple[int, int] | None,
+    rules: MaskRules | None = None,
+) -> np.ndarray:
+    """Read a mask and check it against its photo (:class:`PhotoInfo` or its (W, H))."""
+    path = Path(path)
+    mask = read_mask(path, task, rules)
+    if photo is not None:
+        info = photo if isinstance(photo, PhotoInfo) else PhotoInfo(tuple(photo))
+        problem = size_problem(path, (mask.shape[1], mask.shape[0]), info)
+        if problem:
+            raise DataError(problem)
+    return mask
+
+
+# ----------------------------------------------------------------------------- folders
+def _skipped(path: Path) -> bool:
+    """Hidden, system and side-car files: not photos or masks, never reported."""
+    name = path.name
+    return (
+        name.startswith(".")
+        or name.lower() in CLUTTER_NAMES
+        or path.suffix.lower() in SIDECAR_SUFFIXES
+    )
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if not _skipped(p))
+    except PermissionError:
+        raise DataError(f"{shown(folder)}: permission denied (cannot list the folder)") from None
+
+
+def _unusable(path: Path) -> str | None:
+    """Why a directory entry cannot be used at all (broken link, folder), else None."""
+    if path.is_symlink() and not path.exists():
+        return f"{shown(path)}: broken symbolic link (to {shown(os.readlink(path))})"
+    if path.is_dir():
+        return f"{shown(path)}: a directory, not an image file"
+    if not path.is_file():
+        return f"{shown(path)}: not a regular file"
+    return None
+
+
+@dataclass
+class Folder:
+    """The usable files of a photo or mask folder by stem, and what is wrong with the rest.
+
+    ``claimed`` holds the stems of reported files, so pairing does not report them twice.
+    """
+
+    files: dict[str, Path]
+    problems: list[str]
+    claimed: set[str]
+
+
+def scan_photos(images_dir: str | Path) -> Folder:
+    """The photos of a folder (:data:`IMAGE_SUFFIXES`, any case) by stem, and problems.
+
+    Problems: a broken link, a directory or another file with a photo's name, a file of an
+    unsupported format, two photos with one stem. Hidden, system and side-car files
+    (``.txt``, ``.json``, ``.xmp`` ...) are skipped.
+    """
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise DataError(f"{shown(images_dir)}: dataset directory not found")
+    folder = Folder({}, [], set())
+    for p in _entries(images_dir):
+        supported = p.suffix.lower() in IMAGE_SUFFIXES
+        if p.is_dir() and not supported:
+            continue  # a sub-folder
+        problem = _unusable(p)
+        if problem is None and not supported:
+            problem = (
+                f"{shown(p)}: unsupported photo format {p.suffix or '(no suffix)'!r} "
+                f"(photos must be {' '.join(IMAGE_SUFFIXES)})"
+            )
+        if problem is None and p.stem in folder.files:
+            problem = f"{shown(p)}: two photos share the stem {p.stem!r} ({shown(folder.files[p.stem].name)})"
+        if problem:
+            folder.problems.append(problem)
+            folder.claimed.add(p.stem)
+        else:
+            folder.files[p.stem] = p
+    return folder
+
+
+def scan_masks(mask_dir: str | Path) -> Folder:
+    """The masks of a folder (``.png``, any case) by stem, and problems.
+
+    Problems: a mask saved as JPEG, another image format, a broken link, a directory
+    named like a mask, two masks with one stem (``a.png`` and ``a.PNG``).
+    """
+    mask_dir = Path(mask_dir)
+    if not mask_dir.is_dir():
+        raise DataError(f"{shown(mask_dir)}: dataset directory not found")
+    folder = Folder({}, [], set())
+    for p in _entries(mask_dir):
+        suffix = p.suffix.lower()
+        if p.is_dir() and suffix != MASK_SUFFIX:
+            continue
+        problem = _unusable(p)
+        if problem is None and suffix in LOSSY_SUFFIXES:
+            problem = (
+                f"{shown(p)}: mask saved as JPEG ({p.suffix!r}): lossy compression corrupts "
+                "class ids; save masks as .png"
+            )
+        elif problem is None and suffix != MASK_SUFFIX:
+            problem = (
+                f"{shown(p)}: not a PNG mask (suffix {p.suffix or '(none)'!r}); save masks as .png"
+            )
+        if problem is None and p.stem in folder.files:
+            problem = f"{shown(p)}: two masks share the stem {p.stem!r} ({shown(folder.files[p.stem].name)})"
+        if problem:
+            folder.problems.append(problem)
+            folder.claimed.add(p.stem)
+        else:
+            folder.files[p.stem] = p
+    return folder
+
+
+def list_photos(images_dir: str | Path) -> dict[str, Path]:
+    """Photos of a folder by stem, sorted; DataError on the first problem of the folder."""
+    folder = scan_photos(images_dir)
+    if folder.problems:
+        raise DataError(folder.problems[0])
+    return folder.files
+
+
+def unpaired(photos: Folder, masks: Folder, images_dir: Path, mask_dir: Path) -> list[str]:
+    """One message per photo without a mask and per mask without a photo.
+
+    Stems already reported by either folder (e.g. a mask saved as JPEG) are not repeated.
+    """
+    claimed = photos.claimed | masks.claimed
+    problems = [
+        f"{shown(photos.files[s])}: photo has no mask {shown(mask_dir / (s + MASK_SUFFIX))}"
+        for s in sorted(photos.files.keys() - masks.files.keys() - claimed)
+    ]
+    problems += [
+        f"{shown(masks.files[s])}: mask has no photo in {shown(images_dir)}"
+        for s in sorted(masks.files.keys() - photos.files.keys() - claimed)
+    ]
+    return problems
+
+
+def no_photos(images_dir: Path) -> str:
+    return f"{shown(images_dir)}: no photos ({' '.join(IMAGE_SUFFIXES)}) found"
 
 
 def find_samples(root: str | Path, task: Task | str) -> list[Sample]:
     """Pair every photo in ``ROOT/images`` with its mask, sorted by stem.
 
-    Raises DataError for a missing or empty dataset, a photo without its mask or a mask
-    without its photo (the first few of each are listed).
+    Raises DataError for a missing or empty dataset, an unusable file in its folders, a
+    photo without its mask or a mask without its photo (the first few are listed).
     """
     samples, problems = pair_samples(root, task)
-    raise_problems(problems, f"{root} (task {_as_task(task).name})")
+    raise_problems(problems, f"{shown(root)} (task {_as_task(task).name})")
     return samples
 
 
-def list_photos(images_dir: str | Path) -> dict[str, Path]:
-    """Photos (``.jpg``, ``.jpeg``, ``.png``; hidden files skipped) of a folder by stem, sorted.
-
-    DataError when the folder is missing or two photos share a stem.
-    """
-    images_dir = Path(images_dir)
-    if not images_dir.is_dir():
-        raise DataError(f"{images_dir}: dataset directory not found")
-    images: dict[str, Path] = {}
-    for p in sorted(images_dir.iterdir()):
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file():
-            if p.stem in images:
-                raise DataError(
-                    f"{p}: two photos share the stem {p.stem!r} ({images[p.stem].name})"
-                )
-            images[p.stem] = p
-    return images
-
-
-def check_mask(path: str | Path, task: Task | str, size: tuple[int, int] | None) -> np.ndarray:
-    """Read a mask and check it against its photo's ``size`` (W, H); DataError on a problem."""
-    mask = read_mask(path, task)
-    if size is not None and (mask.shape[1], mask.shape[0]) != tuple(size):
-        raise DataError(
-            f"{path}: mask size {mask.shape[1]}x{mask.shape[0]} does not match the photo's "
-            f"size {size[0]}x{size[1]} (W x H)"
-        )
-    return mask
-
-
 def pair_samples(root: str | Path, task: Task | str) -> tuple[list[Sample], list[str]]:
-    """The complete photo/mask pairs and one message per unpaired file.
+    """The complete photo/mask pairs and one message per unusable or unpaired file.
 
     Raises DataError only when the dataset or one of its folders is missing or empty.
     """
@@ -181,45 +630,37 @@ def pair_samples(root: str | Path, task: Task | str) -> tuple[list[Sample], list
     images_dir, masks_dir = root / "images", root / task.mask_dir
     for folder in (root, images_dir, masks_dir):
         if not folder.is_dir():
-            raise DataError(f"{folder}: dataset directory not found")
-    images = list_photos(images_dir)
-    masks = {p.stem: p for p in sorted(masks_dir.glob("*.png")) if not p.name.startswith(".")}
-    if not images:
-        raise DataError(f"{images_dir}: no photos (.jpg, .jpeg, .png) found")
-    problems = [
-        f"{images[s]}: photo has no mask {masks_dir / (s + '.png')}"
-        for s in sorted(images.keys() - masks.keys())
-    ]
-    problems += [
-        f"{masks[s]}: mask has no photo in {images_dir}"
-        for s in sorted(masks.keys() - images.keys())
-    ]
-    paired = sorted(images.keys() & masks.keys())
-    return [Sample(s, images[s], masks[s]) for s in paired], problems
+            raise DataError(f"{shown(folder)}: dataset directory not found")
+    photos, masks = scan_photos(images_dir), scan_masks(masks_dir)
+    if not photos.files and not photos.problems:
+        raise DataError(no_photos(images_dir))
+    problems = photos.problems + masks.problems + unpaired(photos, masks, images_dir, masks_dir)
+    paired = sorted(photos.files.keys() & masks.files.keys())
+    return [Sample(s, photos.files[s], masks.files[s]) for s in paired], problems
 
 
-def check_sample(sample: Sample, task: Task | str) -> list[str]:
+def check_sample(sample: Sample, task: Task | str, rules: MaskRules | None = None) -> list[str]:
     """Every problem with one sample (decodes both files), each a one-line message."""
     problems = []
-    size = None
+    info = None
     try:
-        size = decode_size(sample.image)
+        info = photo_info(sample.image)
     except DataError as err:
         problems.append(str(err))
     try:
-        check_mask(sample.mask, task, size)
+        check_mask(sample.mask, task, info, rules)
     except DataError as err:
         problems.append(str(err))
     return problems
 
 
-def check_dataset(root: str | Path, task: Task | str) -> list[str]:
+def check_dataset(root: str | Path, task: Task | str, rules: MaskRules | None = None) -> list[str]:
     """Every problem in a dataset for a task (empty list: all files are usable)."""
     try:
         samples, problems = pair_samples(root, task)
     except DataError as err:
         return [str(err)]
-    return problems + [msg for s in samples for msg in check_sample(s, task)]
+    return problems + [msg for s in samples for msg in check_sample(s, task, rules)]
 
 
 def summarize(problems: list[str], where: str = "the dataset", shown: int = 10) -> str:
