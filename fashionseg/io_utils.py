@@ -1,4 +1,9 @@
-"""Small file helpers: atomic writes and palette label-map PNGs."""
+"""Small file helpers: atomic writes and palette label-map PNGs.
+
+Every file written here gets the mode an ordinary ``open(path, "w")`` would give it,
+``0o666 & ~umask`` (typically 0644), not ``tempfile.mkstemp``'s private 0600: label maps,
+overlays, metrics, reports and split files are meant to be read by colleagues.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +20,50 @@ from PIL import Image
 
 from fashionseg.tasks import Task
 
+_fallback_umask: int | None = None
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows.
+
+    ``os.umask`` can only be read by setting it, and the umask is process-wide: setting
+    and restoring it races with any other thread creating a file in between. On Linux
+    (4.7+) the ``Umask:`` line of ``/proc/self/status`` gives it with no side effect and
+    is read on every call, so a later ``os.umask`` change is honoured. Elsewhere it is
+    read once, by setting and restoring, on first use (normally at start-up, before
+    worker threads exist) and that value is kept.
+    """
+    global _fallback_umask
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    if _fallback_umask is None:
+        _fallback_umask = os.umask(0o022)
+        os.umask(_fallback_umask)
+    return _fallback_umask
+
+
+def new_file_mode() -> int:
+    """The permission bits a newly created file gets: ``0o666 & ~umask``."""
+    return 0o666 & ~current_umask()
+
+
+def is_temp_of(entry: str, name: str) -> bool:
+    """Whether ``entry`` (a file name) is a temporary file :func:`atomic_path` made for ``name``."""
+    return entry.startswith(f".{name}.") and entry.endswith(".tmp" + Path(name).suffix)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
 
-    A process killed while writing leaves at most a hidden ``.tmp`` file, never a
-    half-written ``path``.
+    A process killed while writing leaves at most a hidden ``.tmp`` file (see
+    :func:`is_temp_of`), never a half-written ``path``. The file gets the user's usual
+    mode (:func:`new_file_mode`) instead of ``mkstemp``'s 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,6 +73,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
+        os.chmod(tmp_path, new_file_mode())
         yield tmp_path
         os.replace(tmp_path, path)
     finally:

@@ -3,9 +3,15 @@
     python -m fashionseg.predict ckpt=PATH input=DIR_OR_FILE output=DIR [overwrite=true]
 
 For each photo ``<stem>.<ext>`` it writes ``<stem>.png`` (a palette PNG in the
-dataset's mask format, at the photo's own size) and ``<stem>_overlay.jpg``. Existing
-outputs are kept and their photos skipped unless ``overwrite=true``, so a run that was
-stopped can simply be started again. Files that are not images are skipped with a warning.
+dataset's mask format, at the photo's displayed size) and ``<stem>_overlay.jpg``.
+
+The output folder must be new, empty, or one predict wrote before; predict writes only
+over files it wrote itself, which it records in ``.fashionseg-predict.jsonl`` in that
+folder (:mod:`fashionseg.predict_output`). A folder holding anything else, an output
+folder that is, is inside or contains the input, and two photos with the same stem are
+one-line errors before anything is written. Photos whose outputs are recorded are
+skipped, so a run that was stopped can simply be started again; ``overwrite=true``
+rewrites them. Files in the input folder that are not images are skipped with a warning.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import hydra
 import torch
@@ -21,14 +28,14 @@ from omegaconf import DictConfig
 from PIL import Image
 from tqdm import tqdm
 
-from fashionseg.cli import user_errors
-from fashionseg.data.io import DataError, read_image
+from fashionseg.cli import UsageError, user_errors
+from fashionseg.data.io import IMAGE_SUFFIXES, DataError, read_image
 from fashionseg.io_utils import atomic_write, save_label_png
 from fashionseg.model.module import SegmentationModule
 from fashionseg.model.visualize import overlay
+from fashionseg.predict_output import PredictFolder, check_apart, outputs_for
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass
@@ -47,13 +54,66 @@ class PredictSummary:
 
 
 def list_inputs(path: str | Path) -> list[Path]:
-    """The files to predict: ``path`` itself, or every file directly inside it (sorted)."""
+    """The files to predict: ``path`` itself, or every file directly inside it (sorted).
+
+    Hidden files and subfolders are left out. UsageError when ``path`` does not exist or
+    cannot be read.
+    """
     path = Path(path)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    raise FileNotFoundError(f"{path}: no such file or directory")
+    try:
+        if path.is_file():
+            return [path]
+        if path.is_dir():
+            return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read the input ({err.strerror})") from None
+    raise UsageError(f"{path}: no such file or folder")
+
+
+def photos_to_predict(path: str | Path) -> tuple[list[Path], list[Path]]:
+    """The photos of ``path`` and the other files (skipped, with a warning each).
+
+    UsageError when there is nothing to predict: a file that is not a photo, an empty
+    folder, a folder without photos.
+    """
+    files = list_inputs(path)
+    photos = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
+    others = [f for f in files if f.suffix.lower() not in IMAGE_SUFFIXES]
+    if not photos:
+        if Path(path).is_file():
+            raise UsageError(
+                f"{path}: not a photo (suffix {Path(path).suffix!r}; predict reads "
+                f"{', '.join(IMAGE_SUFFIXES)})"
+            )
+        if not files:
+            raise UsageError(f"{path}: the input folder is empty")
+        raise UsageError(
+            f"{path}: no photos in the input folder ({len(files)} other files; predict reads "
+            f"{', '.join(IMAGE_SUFFIXES)})"
+        )
+    for f in others:
+        log.warning("skipped %s: not an image file (suffix %r)", f, f.suffix)
+    return photos, others
+
+
+def check_request(input_path: str | Path, output: str | Path) -> tuple[list[Path], list[Path]]:
+    """The checks that need no model: :func:`photos_to_predict`, then the output folder is
+    apart from the input and no two photos' outputs have the same name (UsageError).
+    """
+    photos, others = photos_to_predict(input_path)
+    check_apart(input_path, output)
+    outputs_for(photos)
+    return photos, others
+
+
+def model_source(module: SegmentationModule, ckpt: str | Path | None = None) -> dict[str, Any]:
+    """What made the outputs, as recorded in the output folder."""
+    threshold = module.score_threshold
+    return {
+        "ckpt": None if ckpt is None else str(Path(ckpt).resolve()),
+        "task": module.task.name,
+        "threshold": None if threshold is None else float(threshold),
+    }
 
 
 @torch.no_grad()
@@ -63,32 +123,40 @@ def predict_files(
     out_dir: str | Path,
     overwrite: bool = False,
     progress: bool = True,
+    source: dict[str, Any] | None = None,
 ) -> PredictSummary:
-    """Predict every file; write ``<stem>.png`` and ``<stem>_overlay.jpg`` into ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Predict every file; write ``<stem>.png`` and ``<stem>_overlay.jpg`` into ``out_dir``.
+
+    ``out_dir`` follows :mod:`fashionseg.predict_output`'s rules (UsageError otherwise,
+    before anything is written); ``source`` is what the outputs are recorded as coming
+    from (default: :func:`model_source` without a checkpoint path).
+    """
+    photos = outputs_for(files)
+    source = source if source is not None else model_source(module)
     module.eval()
     device = next(module.parameters()).device
     summary = PredictSummary()
-    for path in tqdm(list(files), desc="predict", unit="img", disable=not progress):
-        path = Path(path)
-        label_path = out_dir / f"{path.stem}.png"
-        overlay_path = out_dir / f"{path.stem}_overlay.jpg"
-        if not overwrite and label_path.exists() and overlay_path.exists():
-            summary.skipped_existing.append(str(path))
-            continue
-        try:
-            image = read_image(path)
-        except DataError as err:
-            log.warning("skipped %s", err)
-            summary.skipped_invalid.append(str(path))
-            continue
-        label_map = module.predict_maps([image.to(device, torch.float32) / 255])[0].cpu()
-        save_label_png(label_path, label_map.numpy(), module.task)
-        shown = overlay(image, label_map, module.task.colors)
-        pil = Image.fromarray(shown.permute(1, 2, 0).numpy())
-        atomic_write(overlay_path, lambda p, pil=pil: pil.save(p, format="JPEG", quality=90))
-        summary.written.append(str(path))
+    with PredictFolder.open(out_dir, source, photos, overwrite=overwrite) as folder:
+        for outputs in tqdm(photos, desc="predict", unit="img", disable=not progress):
+            path = outputs.photo
+            if not overwrite and folder.done(outputs):
+                summary.skipped_existing.append(str(path))
+                continue
+            try:
+                image = read_image(path)
+            except DataError as err:
+                log.warning("skipped %s", err)
+                summary.skipped_invalid.append(str(path))
+                continue
+            label_map = module.predict_maps([image.to(device, torch.float32) / 255])[0].cpu()
+            save_label_png(folder.claim(outputs.label, path), label_map.numpy(), module.task)
+            shown = overlay(image, label_map, module.task.colors)
+            pil = Image.fromarray(shown.permute(1, 2, 0).numpy())
+            atomic_write(
+                folder.claim(outputs.overlay, path),
+                lambda p, pil=pil: pil.save(p, format="JPEG", quality=90),
+            )
+            summary.written.append(str(path))
     return summary
 
 
@@ -98,17 +166,19 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     from fashionseg.model.checkpoint import load_module
 
+    files, unsupported = check_request(cfg.input, cfg.output)
     module = load_module(
         cfg.ckpt, task=(cfg.get("task") or {}).get("name"), threshold=cfg.get("threshold")
     )
     if cfg.get("device", "cpu") != "cpu":
         module.to(cfg.device)
-    files = list_inputs(cfg.input)
-    unsupported = [f for f in files if f.suffix.lower() not in IMAGE_SUFFIXES]
-    for f in unsupported:
-        log.warning("skipped %s: not an image file (suffix %r)", f, f.suffix)
-    files = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
-    summary = predict_files(module, files, cfg.output, overwrite=cfg.overwrite)
+    summary = predict_files(
+        module,
+        files,
+        cfg.output,
+        overwrite=cfg.overwrite,
+        source=model_source(module, cfg.ckpt),
+    )
     summary.skipped_invalid.extend(str(f) for f in unsupported)
     threshold = module.score_threshold
     shown = "argmax" if threshold is None else f"threshold {threshold:.2f}"

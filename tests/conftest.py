@@ -64,3 +64,11 @@ def tiny_dataset(tmp_path: Path) -> Path:
 def make_tiny_dataset():
     """The tiny dataset writer: ``make_tiny_dataset(root, num_images=6, width=8, height=6)``."""
     return write_tiny_dataset
+
+
+@pytest.fixture(scope="session")
+def untrained_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights-only checkpoint of an untrained tiny clothing model (``tests/helpers.py``)."""
+    from helpers import save_untrained_checkpoint
+
+    return save_untrained_checkpoint(tmp_path_factory.mktemp("ckpt") / "untrained.ckpt")

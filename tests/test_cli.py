@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import one_line_error, run
 from PIL import Image
 
 from fashionseg.model.checkpoint import CheckpointError, load_module
@@ -16,28 +17,6 @@ from fashionseg.model.checkpoint import CheckpointError, load_module
 pytestmark = pytest.mark.slow
 
 TINY = ["experiment=tiny"]  # conf/experiment/tiny.yaml
-
-
-def run(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
-def one_line_error(module: str, *args: str, cwd: Path) -> str:
-    """Run a CLI that must fail on the user's input: exit 2, no traceback; its last line."""
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    return proc.stderr.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")

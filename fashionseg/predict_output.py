@@ -1,0 +1,281 @@
+"""The output folder of ``predict``: written only where predict wrote before.
+
+``predict`` writes into a folder that is new, empty, or one it wrote before, and only over
+files it wrote itself. It knows them from a record in the folder,
+``.fashionseg-predict.jsonl``: a first line with the model that made the outputs
+(checkpoint, task, threshold), then one line per output file naming the photo it was made
+from::
+
+    {"fashionseg_predict": 1, "ckpt": "/runs/x/checkpoints/last.ckpt", "task": ..., ...}
+    {"file": "0001.png", "photo": "/data/photos/0001.jpg"}
+    {"file": "0001_overlay.jpg", "photo": "/data/photos/0001.jpg"}
+
+Why a line-per-file log and not one JSON document: a JSON file rewritten after every
+photo costs O(n) per photo, O(n^2) for a run, which for tens of thousands of photos is
+gigabytes of writes. The log only grows by one short line per file, written before the
+file itself is created (write-ahead) and flushed with ``fsync``, so at any moment every
+output file and every temporary file of predict in the folder is on record, even after a
+SIGKILL or a power cut; two ``fsync`` calls per photo are cheap beside a forward pass. A
+line cut off by a kill is ignored on reading (a file it would have covered was not created
+yet). Each run starts by rewriting the log compactly (one line per existing file, O(n)
+once) and deleting predict's leftover temporary files.
+
+Rules (each a one-line :class:`~fashionseg.cli.UsageError` before anything is written):
+
+- a folder holding anything predict did not record (photos, a dataset's masks, folders,
+  other files) is refused, ``overwrite=true`` included; only OS clutter (``.DS_Store``,
+  ``Thumbs.db``, ``desktop.ini``), which predict never writes, is tolerated;
+- outputs recorded for another model (checkpoint, task or threshold) or for another photo
+  of the same name are replaced only with ``overwrite=true``;
+- two photos whose outputs would have the same name (same stem, compared ignoring case so
+  that the folder also works on macOS and Windows) are an error naming both: neither is
+  renamed behind the user's back or taken as "already done".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from fashionseg.cli import UsageError
+from fashionseg.io_utils import is_temp_of, write_text
+
+MANIFEST = ".fashionseg-predict.jsonl"
+FORMAT_VERSION = 1
+OS_CLUTTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+_SHOWN = 3  # foreign files named in an error
+
+
+@dataclass(frozen=True)
+class PhotoOutputs:
+    """One photo and the names of its two outputs in the output folder."""
+
+    photo: Path
+    label: str
+    overlay: str
+
+    @property
+    def names(self) -> tuple[str, str]:
+        return (self.label, self.overlay)
+
+
+def outputs_for(photos: Sequence[str | Path]) -> list[PhotoOutputs]:
+    """``<stem>.png`` and ``<stem>_overlay.jpg`` for each photo; UsageError on a name clash."""
+    seen: dict[str, Path] = {}
+    result = []
+    for photo in map(Path, photos):
+        key = photo.stem.casefold()
+        if key in seen:
+            raise UsageError(
+                f"{seen[key]}, {photo}: two photos with the same name {photo.stem!r} would "
+                f"write the same outputs ({photo.stem}.png, {photo.stem}_overlay.jpg); rename "
+                "one, or predict them into separate output folders"
+            )
+        seen[key] = photo
+        result.append(PhotoOutputs(photo, f"{photo.stem}.png", f"{photo.stem}_overlay.jpg"))
+    return result
+
+
+def check_apart(input_path: str | Path, output: str | Path) -> None:
+    """UsageError when ``output`` is, is inside, or contains ``input_path`` (symlinks resolved)."""
+    inp, out = Path(input_path).resolve(), Path(output).resolve()
+    if out == inp:
+        raise UsageError(f"{output}: the output folder is the input; choose another folder")
+    if inp in out.parents:
+        raise UsageError(
+            f"{output}: the output folder is inside the input folder {input_path}; "
+            "choose a folder outside it"
+        )
+    if out in inp.parents:
+        raise UsageError(
+            f"{output}: the output folder contains the input {input_path}; "
+            "choose a new or empty folder"
+        )
+
+
+def _plain_name(name: Any) -> bool:
+    """A file name predict could have written: no folder part, not hidden."""
+    return isinstance(name, str) and name == Path(name).name and not name.startswith(".")
+
+
+def read_manifest(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The header and ``{file name: photo}`` of a manifest (later lines win).
+
+    Lines that are not JSON (a line cut off by a kill) or that name something predict
+    cannot have written are ignored: the files they would cover count as foreign.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read predict's record ({err.strerror})") from None
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    header = records[0] if records and isinstance(records[0], dict) else {}
+    if header.get("fashionseg_predict") != FORMAT_VERSION:
+        raise UsageError(
+            f"{path}: not a record predict can read, so it cannot tell which files here it "
+            "wrote; choose a new or empty output folder"
+        )
+    files = {
+        r["file"]: r["photo"]
+        for r in records[1:]
+        if isinstance(r, dict) and _plain_name(r.get("file")) and isinstance(r.get("photo"), str)
+    }
+    return header, files
+
+
+def _is_our_temp(entry: str, recorded: Iterable[str]) -> bool:
+    """A temporary file predict made for a recorded output or for its record."""
+    return entry.startswith(".") and any(is_temp_of(entry, n) for n in (*recorded, MANIFEST))
+
+
+def _describe(source: dict[str, Any]) -> str:
+    threshold = source.get("threshold")
+    shown = "argmax" if threshold is None else f"threshold {threshold}"
+    return f"checkpoint {source.get('ckpt')}, task {source.get('task')}, {shown}"
+
+
+def _line(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+class PredictFolder:
+    """An output folder opened for one predict run; use :meth:`open` as a context manager."""
+
+    def __init__(self, path: Path, files: dict[str, str]) -> None:
+        self.path = path
+        self.files = files  # name -> photo it was made from (resolved path)
+        self._log: IO[str] | None = None
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        source: dict[str, Any],
+        photos: Iterable[PhotoOutputs],
+        overwrite: bool = False,
+    ) -> PredictFolder:
+        """Check the folder against the rules (module docstring), then take it.
+
+        Nothing is created or changed before every check has passed. ``source``
+        describes the model (``ckpt``, ``task``, ``threshold``); it is recorded.
+        """
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{path}: the output is not a folder")
+        files: dict[str, str] = {}
+        header: dict[str, Any] = {}
+        if path.is_dir():
+            if (path / MANIFEST).is_file():
+                header, files = read_manifest(path / MANIFEST)
+            _refuse_foreign(path, files)
+            if not overwrite:
+                _refuse_replacing(path, header, source, files, photos)
+        folder = cls(path, {n: p for n, p in files.items() if (path / n).is_file()})
+        folder._start(source, recorded=set(files))
+        return folder
+
+    def _start(self, source: dict[str, Any], recorded: set[str]) -> None:
+        """Create the folder, delete leftover temporary files, rewrite the record compactly."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            for entry in os.listdir(self.path):
+                if _is_our_temp(entry, recorded):
+                    (self.path / entry).unlink()  # a file a killed run left half-written
+            header = {"fashionseg_predict": FORMAT_VERSION, **source}
+            records = [header] + [{"file": n, "photo": p} for n, p in sorted(self.files.items())]
+            write_text(self.path / MANIFEST, "".join(map(_line, records)))
+            self._log = open(self.path / MANIFEST, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as err:
+            raise UsageError(f"{self.path}: cannot write here ({err.strerror})") from None
+
+    def done(self, outputs: PhotoOutputs) -> bool:
+        """Both outputs exist and were written for this photo."""
+        photo = str(outputs.photo.resolve())
+        return all(self.files.get(n) == photo and (self.path / n).is_file() for n in outputs.names)
+
+    def claim(self, name: str, photo: Path) -> Path:
+        """Record ``name`` as predict's (durably) before it is written; its path."""
+        photo_str = str(photo.resolve())
+        if self.files.get(name) != photo_str:
+            assert self._log is not None, "claim() after close()"
+            self._log.write(_line({"file": name, "photo": photo_str}))
+            self._log.flush()
+            os.fsync(self._log.fileno())
+            self.files[name] = photo_str
+        return self.path / name
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> PredictFolder:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _refuse_foreign(path: Path, files: dict[str, str]) -> None:
+    """UsageError when ``path`` holds anything predict did not record."""
+    ours = set(files) | {MANIFEST}
+    try:
+        entries = os.listdir(path)
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read the output folder ({err.strerror})") from None
+    foreign = sorted(
+        entry
+        for entry in entries
+        if entry not in OS_CLUTTER
+        and not (entry in ours and (path / entry).is_file() and not (path / entry).is_symlink())
+        and not _is_our_temp(entry, files)
+    )
+    if foreign:
+        more = f" and {len(foreign) - _SHOWN} more" if len(foreign) > _SHOWN else ""
+        raise UsageError(
+            f"{path}: the output folder holds files predict did not write "
+            f"({', '.join(foreign[:_SHOWN])}{more}); choose a new or empty folder"
+        )
+
+
+def _refuse_replacing(
+    path: Path,
+    header: dict[str, Any],
+    source: dict[str, Any],
+    files: dict[str, str],
+    photos: Iterable[PhotoOutputs],
+) -> None:
+    """UsageError when, without ``overwrite``, this run would replace a recorded output."""
+    if not files:
+        return
+    recorded = {k: header.get(k) for k in source}
+    if recorded != source:
+        raise UsageError(
+            f"{path}: holds predictions of another model ({_describe(recorded)}; this run: "
+            f"{_describe(source)}); pass overwrite=true to replace them, or choose another "
+            "output folder"
+        )
+    for outputs in photos:
+        photo = str(outputs.photo.resolve())
+        for name in outputs.names:
+            if files.get(name, photo) != photo and (path / name).is_file():
+                raise UsageError(
+                    f"{path / name}: was written for the photo {files[name]}, not "
+                    f"{outputs.photo}; pass overwrite=true to replace it, or choose another "
+                    "output folder"
+                )
