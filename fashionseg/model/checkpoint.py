@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        # torch's message is a page of advice; the object it met is what names the problem
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+        first = found.group(1) if found else (text.splitlines() or ["?"])[0]
         raise CheckpointError(
             f"{path}: refused, it holds objects a weights-only load does not allow ({first})"
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({err})") from None
+    except Exception as err:  # garbage bytes reach the unpickler's IndexError, KeyError...
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise CheckpointError(
             f"{path}: not a fashionseg checkpoint (no state_dict/hyper_parameters)"
