@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Checkpoint
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
 class RNGState(L.Callback):
@@ -83,6 +84,11 @@ class InterruptCheckpoint(Checkpoint):
     ) -> None:
         from fashionseg.model.module import NonFiniteLossError
 
+        if trainer.global_step == 0:
+            # nothing trained yet (e.g. a setting that fails at the first step): a
+            # checkpoint would only make resume=true start this run over from scratch
+            rank_zero_info("stopped before the first training step: no interrupted.ckpt")
+            return
         if isinstance(exception, NonFiniteLossError) or not all(
             torch.isfinite(p).all() for p in pl_module.parameters()
         ):
@@ -92,3 +98,61 @@ class InterruptCheckpoint(Checkpoint):
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         trainer.strategy.remove_checkpoint(self.ckpt_path)
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` whose best checkpoints survive a resume.
+
+    A resumed run writes into a new run directory. Lightning then drops the best score
+    and the top-k list of the checkpoint it resumes from (they name files in the old
+    directory), so the first validation after resuming would become the "best" and be
+    what ``train`` tests. Here those files are carried into the new directory (a hard
+    link, or a copy across file systems) together with their scores, so the continued
+    run keeps, tests and reports the same best checkpoint an uninterrupted run would.
+    Checkpoints that no longer exist are dropped from the list with a warning.
+    """
+
+    @property
+    def state_key(self) -> str:
+        # the same key as ModelCheckpoint's: checkpoints of either class resume alike
+        key = super().state_key
+        return ModelCheckpoint.__qualname__ + key[len(type(self).__qualname__) :]
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old_dir = state_dict.get("dirpath")
+        if old_dir and self.dirpath and os.path.realpath(old_dir) != os.path.realpath(self.dirpath):
+            state_dict = self._carry_over(state_dict)
+        super().load_state_dict(state_dict)
+
+    def _carry_over(self, state: dict[str, Any]) -> dict[str, Any]:
+        """``state`` with its top-k files linked into this callback's directory."""
+        os.makedirs(self.dirpath, exist_ok=True)
+        moved: dict[str, str] = {}
+        for path in state.get("best_k_models") or {}:
+            if not os.path.isfile(path):
+                rank_zero_warn(
+                    f"{path}: best checkpoint of the resumed run is gone; not carried over"
+                )
+                continue
+            target = os.path.join(self.dirpath, os.path.basename(path))
+            if not os.path.exists(target):
+                try:
+                    os.link(path, target)
+                except OSError:
+                    shutil.copy2(path, target)
+            moved[path] = target
+        best_k = {moved[p]: v for p, v in state["best_k_models"].items() if p in moved}
+        carried = {**state, "dirpath": self.dirpath, "best_k_models": best_k, "last_model_path": ""}
+        if not best_k:
+            carried.update(best_model_path="", best_model_score=None, kth_best_model_path="")
+            return carried
+        pick = max if self.mode == "max" else min
+        best = pick(best_k, key=lambda p: float(best_k[p]))
+        worst = (min if self.mode == "max" else max)(best_k, key=lambda p: float(best_k[p]))
+        carried.update(
+            best_model_path=best,
+            best_model_score=best_k[best],
+            kth_best_model_path=worst,
+            kth_value=best_k[worst],
+        )
+        return carried

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 
 
 class PauseAt(L.Callback):
@@ -38,6 +40,20 @@ class PauseAt(L.Callback):
         if trainer.global_step == self.step:
             self.marker.write_text(f"{trainer.current_epoch} {batch_idx}")
             time.sleep(300)
+
+
+class EpochZeroBest(L.Callback):
+    """Make epoch 0 the best validation score (runs before the checkpoint callbacks)."""
+
+    def on_validation_end(self, trainer, pl_module):
+        trainer.callback_metrics["val/miou"] = torch.tensor(0.9 - 0.1 * trainer.current_epoch)
+
+
+class FailAtStart(L.Callback):
+    """Fail before the first training step, as a setting that cannot work would."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        raise RuntimeError("fails at start-up")
 
 
 class NanAt(L.Callback):
@@ -65,7 +81,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work
 
 
-def command(work: Path, log_dir: str, *extra: str) -> list[str]:
+def command(work: Path, log_dir: str, *extra: str, test: bool = False) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -73,7 +89,7 @@ def command(work: Path, log_dir: str, *extra: str) -> list[str]:
         "task=clothing",
         f"data.root={work / 'data'}",
         f"paths.log_dir={work / log_dir}",
-        "test=false",
+        f"test={str(test).lower()}",
         *TINY,
         f"trainer.max_epochs={EPOCHS}",
         "trainer.deterministic=true",
@@ -116,8 +132,17 @@ def val_miou(run: Path) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in events.Scalars("val/miou")]
 
 
+BEST_AT_ZERO = ["+callbacks.best._target_=resume_hooks.EpochZeroBest"]
+
+
+def checkpoint_line(out: str) -> str:
+    (line,) = [x for x in out.splitlines() if x.startswith("checkpoint:")]
+    return Path(line.split(":", 1)[1].strip()).name
+
+
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(work: Path) -> None:
-    finish(start(work, command(work, "straight")))
+    """Same weights, and the same best checkpoint tested with the same figures."""
+    straight_out, _ = finish(start(work, command(work, "straight", *BEST_AT_ZERO, test=True)))
     straight = only_run(work, "straight")
 
     marker = work / "paused"
@@ -126,7 +151,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(work: Path) -
         f"+callbacks.pause.step={KILL_STEP}",
         f"+callbacks.pause.marker={marker}",
     ]
-    proc = start(work, command(work, "killed", *pause))
+    proc = start(work, command(work, "killed", *pause, *BEST_AT_ZERO, test=True))
     wait_for(marker, proc)
     assert marker.read_text() == "1 1"  # epoch 1, batch 1: partway through an epoch
     proc.send_signal(signal.SIGKILL)
@@ -136,7 +161,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(work: Path) -
     assert torch.load(killed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
 
     time.sleep(1.1)  # the resumed run gets its own (time-stamped) run directory
-    out, _ = finish(start(work, command(work, "killed", "resume=true")))
+    out, _ = finish(start(work, command(work, "killed", "resume=true", *BEST_AT_ZERO, test=True)))
     assert f"resuming from {killed / 'checkpoints' / 'last.ckpt'}" in out
     runs = sorted(p for p in (work / "killed" / "clothing" / "runs").iterdir() if p.is_dir())
     resumed = runs[-1]
@@ -147,7 +172,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(work: Path) -
     assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (EPOCHS - 1, 9)
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key, value in a["state_dict"].items():
-        torch.testing.assert_close(b["state_dict"][key], value, atol=1e-5, rtol=0, msg=key)
+        torch.testing.assert_close(b["state_dict"][key], value, atol=1e-5, rtol=0, equal_nan=True, msg=key)
     assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"]
 
     straight_miou = val_miou(straight)
@@ -155,6 +180,28 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(work: Path) -
     assert len(straight_miou) == EPOCHS and len(resumed_miou) == EPOCHS - 1
     for (s1, v1), (s2, v2) in zip(straight_miou[1:], resumed_miou, strict=True):
         assert s1 == s2 and abs(v1 - v2) <= 1e-5
+
+    # the best checkpoint (epoch 0, before the kill) is carried over, tested and reported
+    assert checkpoint_line(straight_out) == checkpoint_line(out) == "epoch000-miou0.9000.ckpt"
+    assert (resumed / "checkpoints" / "epoch000-miou0.9000.ckpt").is_file()
+    m1 = json.loads((straight / "metrics.json").read_text())
+    m2 = json.loads((resumed / "metrics.json").read_text())
+    assert m1["best_val_miou"] == m2["best_val_miou"] == pytest.approx(0.9)
+    assert m1["confusion_matrix"] == m2["confusion_matrix"]
+    assert m1["iou"] == m2["iou"] and m1["threshold"] == m2["threshold"]
+
+
+def test_resume_true_passes_over_a_run_that_failed_at_start_up(work: Path) -> None:
+    finish(start(work, command(work, "failed", "trainer.max_epochs=1")))
+    (trained,) = list((work / "failed" / "clothing" / "runs").iterdir())
+    time.sleep(1.1)
+    fail = ["+callbacks.fail._target_=resume_hooks.FailAtStart"]
+    finish(start(work, command(work, "failed", *fail)), expect=1)
+    runs = sorted((work / "failed" / "clothing" / "runs").iterdir())
+    assert len(runs) == 2 and runs[0] == trained
+    assert not list((runs[1] / "checkpoints").glob("*.ckpt"))  # no interrupted.ckpt at step 0
+    out, _ = finish(start(work, command(work, "failed", "resume=true", "trainer.max_epochs=2")))
+    assert f"resuming from {trained / 'checkpoints' / 'last.ckpt'}" in out
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes(work: Path) -> None:
@@ -198,19 +245,39 @@ def test_resume_names_what_is_missing(tmp_path: Path) -> None:
     from fashionseg.cli import UsageError
 
     assert resume_checkpoint(False, tmp_path) is None
-    with pytest.raises(UsageError, match="no run with checkpoints/last.ckpt under"):
+    with pytest.raises(UsageError, match="trained at least one step"):
         resume_checkpoint(True, tmp_path)
     with pytest.raises(UsageError, match="no such run directory"):
         resume_checkpoint(str(tmp_path / "nope"), tmp_path)
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
-    with pytest.raises(UsageError, match="no checkpoints/last.ckpt in this run"):
+    with pytest.raises(UsageError, match="no checkpoints/last.ckpt or interrupted.ckpt"):
         resume_checkpoint(str(tmp_path / "run"), tmp_path)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    last.write_bytes(b"")
+    torch.save({"epoch": 1, "global_step": 6}, last)
     assert resume_checkpoint(True, tmp_path) == last
     assert resume_checkpoint(str(tmp_path / "run"), tmp_path) == last
     with pytest.raises(UsageError):  # a run never resumes from itself
         resume_checkpoint(True, tmp_path, current=tmp_path / "run")
+
+
+def test_resume_true_takes_the_most_advanced_checkpoint_of_the_newest_trained_run(
+    tmp_path: Path,
+) -> None:
+    def save(run: str, name: str, epoch: int, step: int, mtime: float) -> Path:
+        path = tmp_path / run / "checkpoints" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"epoch": epoch, "global_step": step}, path)
+        os.utime(path, (mtime, mtime))
+        return path
+
+    save("a", "last.ckpt", 2, 9, 1000)
+    ahead = save("a", "interrupted.ckpt", 3, 11, 900)  # older file, further on
+    save("b", "interrupted.ckpt", 0, 0, 2000)  # a newer run that never trained a step
+    (tmp_path / "b" / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    assert resume_checkpoint(True, tmp_path) == ahead
+    assert resume_checkpoint(str(tmp_path / "a"), tmp_path) == ahead
+    later = save("c", "last.ckpt", 0, 3, 3000)  # the newest run that trained wins
+    assert resume_checkpoint(True, tmp_path) == later
 
 
 def test_a_reused_run_directory_starts_afresh_unless_asked_to_resume(work: Path) -> None:
