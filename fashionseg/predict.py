@@ -24,7 +24,7 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
@@ -166,23 +166,40 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     from fashionseg.model.checkpoint import load_module
 
-    files, unsupported = check_request(cfg.input, cfg.output)
+    ckpt, input_path, output, overwrite = read_settings(cfg)
+    files, unsupported = check_request(input_path, output)
     module = load_module(
-        cfg.ckpt, task=(cfg.get("task") or {}).get("name"), threshold=cfg.get("threshold")
+        ckpt, task=(cfg.get("task") or {}).get("name"), threshold=cfg.get("threshold")
     )
     if cfg.get("device", "cpu") != "cpu":
         module.to(cfg.device)
     summary = predict_files(
-        module,
-        files,
-        cfg.output,
-        overwrite=cfg.overwrite,
-        source=model_source(module, cfg.ckpt),
+        module, files, output, overwrite=overwrite, source=model_source(module, ckpt)
     )
     summary.skipped_invalid.extend(str(f) for f in unsupported)
     threshold = module.score_threshold
     shown = "argmax" if threshold is None else f"threshold {threshold:.2f}"
-    print(f"{summary}; {shown}; outputs in {cfg.output}")
+    print(f"{summary}; {shown}; outputs in {output}")
+
+
+def read_settings(cfg: DictConfig) -> tuple[str, str, str, bool]:
+    """``ckpt``, ``input``, ``output`` and ``overwrite``, checked (UsageError)."""
+    paths = [path_setting(cfg, key) for key in ("ckpt", "input", "output")]
+    overwrite = cfg.get("overwrite", False)
+    if not isinstance(overwrite, bool):
+        raise UsageError(f"overwrite={overwrite!r}: must be true or false")
+    return paths[0], paths[1], paths[2], overwrite
+
+
+def path_setting(cfg: DictConfig, key: str) -> str:
+    """``cfg[key]`` as a path; UsageError when it is not given, null or empty."""
+    if OmegaConf.is_missing(cfg, key):
+        raise UsageError(f"{key}: not given (add {key}=PATH to the command)")
+    value = cfg.get(key)
+    if value is None or not str(value).strip():
+        shown = "null" if value is None else repr(value)
+        raise UsageError(f"{key}={shown}: not a path (add {key}=PATH to the command)")
+    return str(value)
 
 
 if __name__ == "__main__":

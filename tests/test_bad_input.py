@@ -28,7 +28,7 @@ from fashionseg.cli import UsageError
 from fashionseg.data.io import DataError, MaskRules, check_dataset, read_image, read_mask
 from fashionseg.model.checkpoint import CheckpointError, load_module
 from fashionseg.model.module import SegmentationModule
-from fashionseg.predict import PredictSummary, check_request, predict_files
+from fashionseg.predict import PredictSummary, check_request, predict_files, read_settings
 from fashionseg.predict_output import MANIFEST
 from fashionseg.tasks import get_task
 
@@ -440,6 +440,33 @@ def _(tmp_path: Path, request: pytest.FixtureRequest) -> Outcome:
 
 
 # -- predict: input and output ------------------------------------------------------
+
+
+def _predict_settings(**values: Any) -> Any:
+    """predict's configuration as Hydra composes it (conf/predict.yaml), with ``values``."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(REPO_ROOT / "conf" / "predict.yaml")
+    cfg.pop("defaults")
+    return OmegaConf.merge(cfg, values)
+
+
+@case("predict-output-not-given")
+def _(tmp_path: Path, request: pytest.FixtureRequest) -> Outcome:
+    cfg = _predict_settings(ckpt="last.ckpt", input="photos")
+    return message_of(lambda: read_settings(cfg)), {}
+
+
+@case("predict-output-null")
+def _(tmp_path: Path, request: pytest.FixtureRequest) -> Outcome:
+    cfg = _predict_settings(ckpt="last.ckpt", input="photos", output=None)
+    return message_of(lambda: read_settings(cfg)), {}
+
+
+@case("predict-overwrite-not-a-bool")
+def _(tmp_path: Path, request: pytest.FixtureRequest) -> Outcome:
+    cfg = _predict_settings(ckpt="last.ckpt", input="photos", output="out", overwrite="no")
+    return message_of(lambda: read_settings(cfg)), {}
 
 
 @case("predict-input-missing")
