@@ -145,7 +145,7 @@ def _describe(source: dict[str, Any]) -> str:
 
 
 def _line(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    return json.dumps(record) + "\n"  # ASCII: file names that are not UTF-8 survive
 
 
 class PredictFolder:

@@ -300,6 +300,18 @@ def test_a_cut_off_record_line_and_leftover_temporary_files_are_cleaned_up(
     ]
 
 
+def test_a_file_name_that_is_not_utf8_is_recorded_and_resumed(
+    module: SegmentationModule, tmp_path: Path
+) -> None:
+    name = os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes on disk: a lone surrogate in Python
+    folder = photos(tmp_path / "photos", name)
+    out = tmp_path / "out"
+    assert len(predict(module, folder.iterdir(), out).written) == 1
+    assert os.fsencode(out / Path(name).stem).endswith(b"caf\xe9")
+    assert (out / f"{Path(name).stem}.png").is_file()
+    assert len(predict(module, folder.iterdir(), out).skipped_existing) == 1
+
+
 def test_an_unreadable_record_is_refused(module: SegmentationModule, tmp_path: Path) -> None:
     folder = photos(tmp_path / "photos", "a.jpg")
     out = tmp_path / "out"
