@@ -171,8 +171,7 @@ def main(cfg: DictConfig) -> None:
     module = load_module(
         ckpt, task=(cfg.get("task") or {}).get("name"), threshold=cfg.get("threshold")
     )
-    if cfg.get("device", "cpu") != "cpu":
-        module.to(cfg.device)
+    module.to(device_setting(cfg.get("device", "cpu")))
     summary = predict_files(
         module, files, output, overwrite=overwrite, source=model_source(module, ckpt)
     )
@@ -189,6 +188,18 @@ def read_settings(cfg: DictConfig) -> tuple[str, str, str, bool]:
     if not isinstance(overwrite, bool):
         raise UsageError(f"overwrite={overwrite!r}: must be true or false")
     return paths[0], paths[1], paths[2], overwrite
+
+
+def device_setting(value: Any) -> torch.device:
+    """``device=...`` as a torch device this machine has; UsageError otherwise."""
+    try:
+        device = torch.device(str(value))
+        torch.empty(0, device=device)  # no CUDA/MPS build, no GPU, no such index
+    except (RuntimeError, AssertionError) as err:
+        reason = (str(err).strip().split(". ")[0] or type(err).__name__).rstrip(".")
+        reason = reason if len(reason) <= 160 else reason[:159] + "…"
+        raise UsageError(f"device={value}: not usable here ({reason}); try device=cpu") from None
+    return device
 
 
 def path_setting(cfg: DictConfig, key: str) -> str:

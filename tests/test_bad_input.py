@@ -28,7 +28,13 @@ from fashionseg.cli import UsageError
 from fashionseg.data.io import DataError, MaskRules, check_dataset, read_image, read_mask
 from fashionseg.model.checkpoint import CheckpointError, load_module
 from fashionseg.model.module import SegmentationModule
-from fashionseg.predict import PredictSummary, check_request, predict_files, read_settings
+from fashionseg.predict import (
+    PredictSummary,
+    check_request,
+    device_setting,
+    predict_files,
+    read_settings,
+)
 from fashionseg.predict_output import MANIFEST
 from fashionseg.tasks import get_task
 
@@ -467,6 +473,11 @@ def _(tmp_path: Path, request: pytest.FixtureRequest) -> Outcome:
 def _(tmp_path: Path, request: pytest.FixtureRequest) -> Outcome:
     cfg = _predict_settings(ckpt="last.ckpt", input="photos", output="out", overwrite="no")
     return message_of(lambda: read_settings(cfg)), {}
+
+
+@case("predict-device-unusable")
+def _(tmp_path: Path, request: pytest.FixtureRequest) -> Outcome:
+    return message_of(lambda: device_setting("gpu")), {}
 
 
 @case("predict-input-missing")
