@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, write_tiny_dataset
-from helpers import one_line_error, save_untrained_checkpoint
+from helpers import one_line_error, save_untrained_checkpoint, tree_digest
 from PIL import Image
 
 from fashionseg.cli import UsageError
@@ -193,10 +193,13 @@ def _(tmp_path: Path, request: pytest.FixtureRequest) -> Outcome:
 
 @case("photo-exif-rotated")
 def _(tmp_path: Path, request: pytest.FixtureRequest) -> Outcome:
+    root, photo = _replace_photo(tmp_path, "000.jpg")
     exif = Image.Exif()
     exif[0x0112] = 6  # stored 6 wide x 4 high, shown rotated: 4 x 6
-    Image.new("RGB", (6, 4), (200, 30, 30)).save(tmp_path / "phone.jpg", exif=exif.tobytes())
-    assert tuple(read_image(tmp_path / "phone.jpg").shape) == (3, 6, 4)
+    Image.new("RGB", (6, 4), (200, 30, 30)).save(photo, exif=exif.tobytes())
+    assert tuple(read_image(photo).shape) == (3, 6, 4)
+    Image.fromarray(np.zeros((6, 4), np.uint8)).save(root / "clothes" / "000.png")
+    assert check_dataset(root, "clothing") == []  # a 4x6 mask fits
     return None
 
 
@@ -205,7 +208,7 @@ def _(tmp_path: Path, request: pytest.FixtureRequest) -> Outcome:
     values = np.array([[0, 32768, 65535]], dtype=np.uint16)
     Image.fromarray(values).save(tmp_path / "scan.png")
     assert Image.open(tmp_path / "scan.png").mode.startswith("I")
-    assert read_image(tmp_path / "scan.png")[0, 0].tolist() == [0, 128, 255]
+    assert read_image(tmp_path / "scan.png")[:, 0].tolist() == [[0, 128, 255]] * 3
     return None
 
 
@@ -550,7 +553,10 @@ def _(tmp_path: Path, request: pytest.FixtureRequest) -> Outcome:
     root = dataset(tmp_path, num_images=4)
     folder = photos(tmp_path / "photos", "000.jpg")
     out = root / "person"
-    return message_of(lambda: predict(request, folder, out, overwrite=True)), {"output": out}
+    before = tree_digest(root)
+    message = message_of(lambda: predict(request, folder, out, overwrite=True))
+    assert tree_digest(root) == before
+    return message, {"output": out}
 
 
 @case("predict-output-is-a-file")
