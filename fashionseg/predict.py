@@ -33,7 +33,8 @@ from fashionseg.data.io import IMAGE_SUFFIXES, DataError, read_image
 from fashionseg.io_utils import atomic_write, save_label_png
 from fashionseg.model.module import SegmentationModule
 from fashionseg.model.visualize import overlay
-from fashionseg.predict_output import PredictFolder, check_apart, outputs_for
+from fashionseg.predict_output import PhotoOutputs, PredictFolder, check_apart, outputs_for
+from fashionseg.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -149,15 +150,32 @@ def predict_files(
                 summary.skipped_invalid.append(str(path))
                 continue
             label_map = module.predict_maps([image.to(device, torch.float32) / 255])[0].cpu()
-            save_label_png(folder.claim(outputs.label, path), label_map.numpy(), module.task)
-            shown = overlay(image, label_map, module.task.colors)
-            pil = Image.fromarray(shown.permute(1, 2, 0).numpy())
-            atomic_write(
-                folder.claim(outputs.overlay, path),
-                lambda p, pil=pil: pil.save(p, format="JPEG", quality=90),
-            )
+            try:
+                _write_outputs(folder, outputs, image, label_map, module.task)
+            except OSError as err:  # a full disk, a folder made read-only meanwhile...
+                raise UsageError(
+                    f"{folder.path}: cannot write the outputs of {path} ({err.strerror or err}); "
+                    "the photos done so far are kept, run again to go on"
+                ) from None
             summary.written.append(str(path))
     return summary
+
+
+def _write_outputs(
+    folder: PredictFolder,
+    outputs: PhotoOutputs,
+    image: torch.Tensor,
+    label_map: torch.Tensor,
+    task: Task,
+) -> None:
+    """The label map and the overlay of one photo, each recorded before it is written."""
+    save_label_png(folder.claim(outputs.label, outputs.photo), label_map.numpy(), task)
+    shown = overlay(image, label_map, task.colors)
+    pil = Image.fromarray(shown.permute(1, 2, 0).numpy())
+    atomic_write(
+        folder.claim(outputs.overlay, outputs.photo),
+        lambda p: pil.save(p, format="JPEG", quality=90),
+    )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")

@@ -45,6 +45,8 @@ CASES: dict[str, Callable[[Path, pytest.FixtureRequest], Outcome]] = {}
 # rows backed by tests in other files: id -> tests/file.py::test_name
 CITED = {
     "predict-killed": "tests/test_cli.py::test_predict_killed_midway_then_rerun_completes_every_output",
+    "predict-disk-full": "tests/test_predict_safety.py::"
+    "test_a_full_disk_is_a_one_line_error_and_the_rerun_goes_on",
 }
 
 

@@ -7,6 +7,7 @@ the user's umask, and outputs at an EXIF-rotated photo's displayed size.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -310,6 +311,35 @@ def test_a_file_name_that_is_not_utf8_is_recorded_and_resumed(
     assert os.fsencode(out / Path(name).stem).endswith(b"caf\xe9")
     assert (out / f"{Path(name).stem}.png").is_file()
     assert len(predict(module, folder.iterdir(), out).skipped_existing) == 1
+
+
+def test_a_full_disk_is_a_one_line_error_and_the_rerun_goes_on(
+    module: SegmentationModule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fashionseg.predict
+
+    folder = photos(tmp_path / "photos", "a.jpg", "b.jpg")
+    out = tmp_path / "out"
+    real = fashionseg.predict.save_label_png
+
+    def full_at_b(path: Path, *args: Any) -> Path:
+        if path.name == "b.png":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, *args)
+
+    monkeypatch.setattr(fashionseg.predict, "save_label_png", full_at_b)
+    with pytest.raises(UsageError) as err:
+        predict(module, folder.iterdir(), out)
+    assert str(err.value) == (
+        f"{out}: cannot write the outputs of {folder / 'b.jpg'} (No space left on device); "
+        "the photos done so far are kept, run again to go on"
+    )
+    monkeypatch.setattr(fashionseg.predict, "save_label_png", real)
+    summary = predict(module, folder.iterdir(), out)
+    assert (summary.written, summary.skipped_existing) == (
+        [str(folder / "b.jpg")],
+        [str(folder / "a.jpg")],
+    )
 
 
 def test_an_unreadable_record_is_refused(module: SegmentationModule, tmp_path: Path) -> None:
