@@ -28,12 +28,13 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from tqdm import tqdm
 
-from fashionseg.cli import UsageError, user_errors
+from fashionseg.cli import UsageError, run_cli, user_errors
 from fashionseg.data.io import IMAGE_SUFFIXES, DataError, read_image
 from fashionseg.io_utils import atomic_write, save_label_png
 from fashionseg.model.module import SegmentationModule
 from fashionseg.model.visualize import overlay
 from fashionseg.predict_output import PhotoOutputs, PredictFolder, check_apart, outputs_for
+from fashionseg.settings import check_settings
 from fashionseg.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -86,15 +87,25 @@ def photos_to_predict(path: str | Path) -> tuple[list[Path], list[Path]]:
                 f"{path}: not a photo (suffix {Path(path).suffix!r}; predict reads "
                 f"{', '.join(IMAGE_SUFFIXES)})"
             )
-        if not files:
-            raise UsageError(f"{path}: the input folder is empty")
-        raise UsageError(
-            f"{path}: no photos in the input folder ({len(files)} other files; predict reads "
-            f"{', '.join(IMAGE_SUFFIXES)})"
-        )
+        raise UsageError(f"{path}: {_no_photos(Path(path), len(files))}")
     for f in others:
         log.warning("skipped %s: not an image file (suffix %r)", f, f.suffix)
     return photos, others
+
+
+def _no_photos(folder: Path, other_files: int) -> str:
+    """Why a folder without photos has none: empty, other files, subfolders (not searched)."""
+    subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name[:1] != ".")
+    if not other_files and not subfolders:
+        return "the input folder is empty"
+    found = [f"{other_files} other file{'s' if other_files != 1 else ''}"] if other_files else []
+    if subfolders:
+        shown = ", ".join(subfolders[:3]) + (", ..." if len(subfolders) > 3 else "")
+        found.append(f"subfolders, not searched: {shown}")
+    return (
+        f"no photos in the input folder ({'; '.join(found)}); predict reads "
+        f"{', '.join(IMAGE_SUFFIXES)} directly inside it"
+    )
 
 
 def check_request(input_path: str | Path, output: str | Path) -> tuple[list[Path], list[Path]]:
@@ -180,9 +191,11 @@ def _write_outputs(
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="predict")
 @user_errors
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     from fashionseg.model.checkpoint import load_module
+
+    check_settings(cfg, "predict")
 
     ckpt, input_path, output, overwrite = read_settings(cfg)
     files, unsupported = check_request(input_path, output)
@@ -229,6 +242,11 @@ def path_setting(cfg: DictConfig, key: str) -> str:
         shown = "null" if value is None else repr(value)
         raise UsageError(f"{key}={shown}: not a path (add {key}=PATH to the command)")
     return str(value)
+
+
+def main() -> None:
+    """Command-line entry point: the command line is checked, then Hydra runs."""
+    run_cli(hydra_main, "predict", "predict")
 
 
 if __name__ == "__main__":

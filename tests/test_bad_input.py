@@ -507,6 +507,12 @@ def _(tmp_path: Path, request: pytest.FixtureRequest) -> Outcome:
     return message_of(lambda: check_request(inp, tmp_path / "out")), {"input": inp}
 
 
+@case("predict-input-dataset-root")
+def _(tmp_path: Path, request: pytest.FixtureRequest) -> Outcome:
+    root = dataset(tmp_path)
+    return message_of(lambda: check_request(root, tmp_path / "out")), {"input": root}
+
+
 @case("predict-input-file-not-a-photo")
 def _(tmp_path: Path, request: pytest.FixtureRequest) -> Outcome:
     inp = tmp_path / "list.csv"

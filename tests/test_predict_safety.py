@@ -168,8 +168,8 @@ def test_input_with_nothing_to_predict_is_refused(tmp_path: Path, case: str) -> 
         == {
             "missing": f"{inp}: no such file or folder",
             "empty": f"{inp}: the input folder is empty",
-            "no photos": f"{inp}: no photos in the input folder (1 other files; "
-            f"predict reads {SUFFIXES})",
+            "no photos": f"{inp}: no photos in the input folder (1 other file; subfolders, "
+            f"not searched: sub); predict reads {SUFFIXES} directly inside it",
             "file not a photo": f"{inp}: not a photo (suffix '.txt'; predict reads {SUFFIXES})",
         }[case]
     )
