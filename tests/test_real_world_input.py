@@ -655,9 +655,10 @@ def test_photo_suffix_pil_cannot_identify_is_named(tmp_path: Path) -> None:
     one_problem(root, "person", path, "not an image format PIL can read", "'.jpg'")
 
 
-def test_zero_byte_photo(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["images", "person"])
+def test_zero_byte_file(tmp_path: Path, where: str) -> None:
     root = dataset(tmp_path / "d", stems=("a",))
-    path = root / "images" / "a.png"
+    path = root / where / "a.png"
     path.write_bytes(b"")
     one_problem(root, "person", path, "empty file (0 bytes)")
 
@@ -783,3 +784,27 @@ def test_truncated_photo_read_by_predict_path(tmp_path: Path) -> None:
     path.write_bytes(buffer.getvalue()[:300])
     with pytest.raises(DataError, match=f"^{path}: unreadable, corrupt or truncated image"):
         read_image(path)
+
+
+def test_inspect_names_converted_photo_modes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = dataset(tmp_path / "d", stems=("a", "b"), w=3, h=1)
+    Image.fromarray(grey_ramp()).save(root / "images" / "a.png")  # 16-bit scan
+    assert main([str(root), "--task", "person"]) == 0
+    assert "photo modes (converted to 8-bit RGB): I;16: 1, RGB: 1" in capsys.readouterr().out
+
+
+def test_inspect_reads_masks_with_the_data_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = dataset(tmp_path / "d", stems=("a",))
+    binary_mask(root)
+    assert main([str(root), "--task", "person"]) == 1
+    assert "holds only 0 and 255" in capsys.readouterr().out
+    assert main([str(root), "--task", "person", "--binary-255", "true"]) == 0
+    assert "  person            33.3       1" in capsys.readouterr().out  # 16 of 48 pixels
+    assert main([str(root), "--task", "person", "--binary-255", "false"]) == 0
+    assert "  ignored           33.3       1" in capsys.readouterr().out
+    assert main([str(root), "--task", "person", "--ignore-index", "none"]) == 1
+    assert "set data.binary_255=true" in capsys.readouterr().out
