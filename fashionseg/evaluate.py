@@ -22,11 +22,12 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from fashionseg.cli import UsageError, user_errors
+from fashionseg.cli import UsageError, run_cli, user_errors
 from fashionseg.data.datamodule import FashionDataModule
 from fashionseg.io_utils import write_json
 from fashionseg.model.checkpoint import module_from_checkpoint, read_checkpoint
 from fashionseg.results import write_results
+from fashionseg.settings import check_settings
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -39,6 +40,7 @@ def run_manifest(ckpt: str | Path) -> Path | None:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score ``cfg.ckpt`` on ``cfg.data``; write metrics into the run directory."""
+    check_settings(cfg, "evaluate")
     split = cfg.data.split
     if split not in SPLITS:
         raise UsageError(f"unknown data.split {split!r}: choose one of {', '.join(SPLITS)}")
@@ -131,9 +133,14 @@ def _rechoose_thresholds(
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
 @user_errors
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns mIoU."""
     return evaluate(cfg).get("miou")
+
+
+def main() -> None:
+    """Command-line entry point: the command line is checked, then Hydra runs."""
+    run_cli(hydra_main, "evaluate", "evaluate")
 
 
 if __name__ == "__main__":

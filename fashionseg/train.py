@@ -29,8 +29,9 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from fashionseg.cli import UsageError, user_errors
+from fashionseg.cli import UsageError, run_cli, user_errors
 from fashionseg.results import write_results
+from fashionseg.settings import check_settings
 
 log = logging.getLogger(__name__)
 # checkpoints a run can continue from: the end of its last epoch, or an interruption
@@ -95,6 +96,7 @@ def resume_checkpoint(resume: Any, runs_dir: Path, current: Path | None = None) 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job from a composed config; return its test metrics."""
+    check_settings(cfg, "train")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
@@ -152,13 +154,18 @@ def _predict_examples(
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 @user_errors
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the best validation mIoU (what sweepers optimise).
 
     Sweepers see validation, never test, figures: a search tuned on test mIoU would
     report an optimistic test score.
     """
     return train(cfg).get("best_val_miou")
+
+
+def main() -> None:
+    """Command-line entry point: the command line is checked, then Hydra runs."""
+    run_cli(hydra_main, "train", "train")
 
 
 if __name__ == "__main__":

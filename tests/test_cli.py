@@ -172,11 +172,11 @@ def test_evaluate_sweeps_a_threshold_list(tiny_run: dict[str, Path]) -> None:
         f"hydra.run.dir={out_dir}",
         cwd=tiny_run["work"],
     )
-    assert "score threshold -> mIoU" in proc.stdout
+    assert "score threshold -> mIoU on the validation split (1 photos)" in proc.stdout
     sweep = json.loads((out_dir / "threshold_sweep.json").read_text())
-    assert set(sweep["miou"]) == {"0.05", "0.50"}
+    assert set(sweep["miou"]) == {"0.05", "0.50"} and sweep["split"] == "val"
     metrics = json.loads((out_dir / "metrics.json").read_text())
-    assert metrics["threshold"] == sweep["best_threshold"]
+    assert metrics["threshold"] == sweep["choice"]["threshold"]
     assert metrics["split"] == "test"
     assert int(torch.tensor(metrics["confusion_matrix"]).sum()) == 4 * 64 * 48  # test split
 

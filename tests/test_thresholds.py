@@ -152,3 +152,39 @@ def test_per_class_choice_that_does_not_beat_the_global_one_is_not_used() -> Non
     assert module.test_results["class_thresholds"] is None  # the global threshold is used
     assert module.test_results["threshold"] == pytest.approx(0.5)
     assert module.test_results["threshold_choice"]["per_class_used"] is False
+
+
+class _Splits:
+    """The two loaders evaluate's threshold re-choice uses, as a DataModule gives them."""
+
+    def __init__(self, **loaders: DataLoader) -> None:
+        self.loaders = loaders
+
+    def dataloader(self, split: str) -> DataLoader:
+        return self.loaders[split]
+
+    def dataset(self, split: str) -> object:
+        return self.loaders[split].dataset
+
+
+def test_evaluate_chooses_on_validation_and_reports_test_at_that_threshold(tmp_path) -> None:
+    import json
+
+    from fashionseg.evaluate import _rechoose_thresholds
+
+    # a true person on the left (0.8) and a detection on the right (0.3)
+    shape = (4, 4)
+    detections = [(1, 0.8, slice(0, 2)), (1, 0.3, slice(2, 4))]
+    module = SegmentationModule(task="person", net=TINY_NET, thresholds=GRID)
+    module.net = FakeNet(detections, shape)
+    # validation: the right is background (best 0.5); test: all person (best would be 0.2)
+    val = _loader(_target(shape, {1: slice(0, 2)}))
+    test = _loader(_target(shape, {1: slice(0, 4)}))
+    trainer = _trainer()
+    _rechoose_thresholds(module, _Splits(val=val, test=test), trainer, "test", tmp_path)
+    trainer.test(module, dataloaders=test, verbose=False)
+    assert module.test_results["threshold"] == pytest.approx(0.5)
+    assert module.test_results["iou"]["person"] == pytest.approx(0.5)  # not 1.0 (at 0.2)
+    sweep = json.loads((tmp_path / "threshold_sweep.json").read_text())
+    assert sweep["split"] == "val" and sweep["choice"]["threshold"] == pytest.approx(0.5)
+    assert sweep["miou"]["0.50"] == pytest.approx(1.0)
