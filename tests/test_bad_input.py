@@ -376,6 +376,34 @@ def _(tmp_path: Path, request: pytest.FixtureRequest) -> Outcome:
 # -- settings -------------------------------------------------------------------
 
 
+def _command_line(cli: str, *args: str) -> str:
+    """The one-line error a CLI prints for these command-line arguments (before any run)."""
+    from fashionseg.cli import check_command_line
+
+    return message_of(lambda: check_command_line(list(args), cli, cli), UsageError)
+
+
+SETTINGS = {  # row id -> the command line
+    "setting-batch-size-0": ("train", "data.root=/d", "data.batch_size=0"),
+    "setting-negative-lr": ("train", "data.root=/d", "optimizer.lr=-0.01"),
+    "setting-max-epochs-0": ("train", "data.root=/d", "trainer.max_epochs=0"),
+    "setting-split-ratios": ("train", "data.root=/d", "data.split=[0.5,0.5,0.5]"),
+    "setting-threshold-out-of-range": ("evaluate", "ckpt=/c", "data.root=/d", "threshold=2"),
+    "setting-thresholds-not-numbers": (
+        "evaluate",
+        "ckpt=/c",
+        "data.root=/d",
+        "thresholds=[0.3,abc]",
+    ),
+    "setting-unknown-key": ("train", "data.root=/d", "data.bacth_size=2"),
+    "setting-unknown-option": ("train", "data.root=/d", "model=resnet"),
+    "setting-unquoted-path": ("train", "data.root=/my photos (2024)"),
+    "setting-evaluate-missing-ckpt": ("evaluate", "data.root=/d"),
+}
+for _row, (_cli, *_args) in SETTINGS.items():
+    case(_row)(lambda tmp_path, request, cli=_cli, args=_args: (_command_line(cli, *args), {}))
+
+
 @case("setting-ignore-index-is-a-class")
 def _(tmp_path: Path, request: pytest.FixtureRequest) -> Outcome:
     return message_of(lambda: MaskRules(ignore_index=3).check("clothing")), {}
