@@ -187,3 +187,12 @@ def test_save_confusion_png(tmp_path) -> None:
         assert image.format == "PNG"
         assert image.size[0] > 100
     assert sorted(p.name for p in path.parent.iterdir()) == ["cm.png"]
+
+
+def test_sweep_update_leaves_int32_predictions_unchanged() -> None:
+    preds = torch.tensor([[[1, 0], [0, 1]]], dtype=torch.int32)
+    before = preds.clone()
+    sweep = ThresholdSweep(2, [0.5])
+    sweep.update(preds, torch.tensor([[1, 1], [0, 0]]))
+    assert torch.equal(preds, before)
+    assert sweep.compute()["confmat"][0].tolist() == [[1, 1], [1, 1]]

@@ -56,9 +56,9 @@ def test_mobilenet_variant_trains_on_a_tiny_batch() -> None:
 
 
 def test_unknown_arch_and_weights_are_one_line_errors() -> None:
-    with pytest.raises(ValueError, match="unknown model.arch 'resnet9'"):
+    with pytest.raises(ValueError, match="unknown model.net.arch 'resnet9'"):
         build_maskrcnn("resnet9")
-    with pytest.raises(ValueError, match="unknown model.weights 'imagenet21k'"):
+    with pytest.raises(ValueError, match="unknown model.net.weights 'imagenet21k'"):
         build_maskrcnn(weights="imagenet21k")
     with pytest.raises(ValueError, match="no COCO"):
         build_maskrcnn("maskrcnn_mobilenet_v3_large_fpn", weights="coco")

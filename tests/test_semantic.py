@@ -31,9 +31,9 @@ def batch(n: int = 2) -> tuple[list[torch.Tensor], list[dict]]:
 
 
 def test_unknown_arch_and_weights() -> None:
-    with pytest.raises(ValueError, match="unknown model.arch 'unet'"):
+    with pytest.raises(ValueError, match="unknown model.net.arch 'unet'"):
         build_semantic("unet", 3)
-    with pytest.raises(ValueError, match="unknown model.weights 'voc'"):
+    with pytest.raises(ValueError, match="unknown model.net.weights 'voc'"):
         build_semantic(num_classes=3, weights="voc")
 
 

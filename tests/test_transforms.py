@@ -172,3 +172,13 @@ def test_build_train_transforms() -> None:
     assert isinstance(build_train_transforms(0.5), Compose)
     with pytest.raises(ValueError, match="scale jitter"):
         RandomScale(1.5, 0.5)
+
+
+def test_hue_jitter_alone_jitters_the_hue() -> None:
+    (step,) = build_train_transforms(hue_jitter=0.2).transforms
+    assert "hue=0.2" in repr(step)
+    image = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    image[0] = 200  # red: a hue shift moves it into green or blue
+    random.seed(1)
+    shifted, _ = step(image.clone(), {"semantic": torch.zeros(4, 4, dtype=torch.int64)})
+    assert not torch.equal(shifted, image)

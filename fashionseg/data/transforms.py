@@ -196,6 +196,6 @@ def build_train_transforms(
         transforms.append(RandomScale(*scale_jitter))
     if hflip > 0:
         transforms.append(RandomHorizontalFlip(hflip))
-    if color_jitter > 0:
+    if color_jitter > 0 or hue_jitter > 0:  # either alone jitters
         transforms.append(ColorJitter(color_jitter, hue_jitter))
     return Compose(transforms)

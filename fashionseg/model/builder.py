@@ -91,8 +91,8 @@ def _backbone_settings(
     """
     if weights == "coco":
         raise ValueError(
-            f"model.arch={arch} has no COCO Mask R-CNN weights in torchvision: "
-            "use model.weights=imagenet or none"
+            f"model.net.arch={arch} has no COCO Mask R-CNN weights in torchvision: "
+            "use model.net.weights=imagenet or none"
         )
     backbone_weights = imagenet if weights == "imagenet" else None
     trained = backbone_weights is not None
@@ -177,7 +177,9 @@ def build_maskrcnn(
     ``rpn_post_nms_top_n_train``, ``box_batch_size_per_image``, ``box_detections_per_img``).
     """
     if weights not in WEIGHTS:
-        raise ValueError(f"unknown model.weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
+        raise ValueError(
+            f"unknown model.net.weights {weights!r}: choose one of {', '.join(WEIGHTS)}"
+        )
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
     kwargs = {"min_size": min_size, "max_size": max_size, **kwargs}
@@ -191,7 +193,7 @@ def build_maskrcnn(
     if arch in _LIGHT:
         return _LIGHT[arch](num_classes, weights, trainable_backbone_layers, **kwargs)
     if arch not in _RESNET:
-        raise ValueError(f"unknown model.arch {arch!r}: choose one of {', '.join(ARCHS)}")
+        raise ValueError(f"unknown model.net.arch {arch!r}: choose one of {', '.join(ARCHS)}")
     factory, coco = _RESNET[arch]
     if weights == "auto":
         weights = resolve_auto(arch, coco)

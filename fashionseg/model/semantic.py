@@ -60,10 +60,12 @@ def build_semantic(
     can be loaded from the torch hub cache or downloaded, else ``none`` with a warning).
     """
     if arch not in SEMANTIC_ARCHS:
-        raise ValueError(f"unknown model.arch {arch!r}: choose one of {', '.join(SEMANTIC_ARCHS)}")
+        raise ValueError(
+            f"unknown model.net.arch {arch!r}: choose one of {', '.join(SEMANTIC_ARCHS)}"
+        )
     if weights not in SEMANTIC_WEIGHTS:
         raise ValueError(
-            f"unknown model.weights {weights!r}: choose one of {', '.join(SEMANTIC_WEIGHTS)}"
+            f"unknown model.net.weights {weights!r}: choose one of {', '.join(SEMANTIC_WEIGHTS)}"
         )
     coco = get_model_weights(arch).DEFAULT
     if weights == "auto":
