@@ -172,7 +172,9 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(work: Path) -
     assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (EPOCHS - 1, 9)
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key, value in a["state_dict"].items():
-        torch.testing.assert_close(b["state_dict"][key], value, atol=1e-5, rtol=0, equal_nan=True, msg=key)
+        torch.testing.assert_close(
+            b["state_dict"][key], value, atol=1e-5, rtol=0, equal_nan=True, msg=key
+        )
     assert a["lr_schedulers"][0]["last_epoch"] == b["lr_schedulers"][0]["last_epoch"]
 
     straight_miou = val_miou(straight)

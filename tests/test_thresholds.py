@@ -188,3 +188,25 @@ def test_evaluate_chooses_on_validation_and_reports_test_at_that_threshold(tmp_p
     sweep = json.loads((tmp_path / "threshold_sweep.json").read_text())
     assert sweep["split"] == "val" and sweep["choice"]["threshold"] == pytest.approx(0.5)
     assert sweep["miou"]["0.50"] == pytest.approx(1.0)
+
+
+def test_hparams_tab_pairs_test_figures_with_the_tested_checkpoints_validation(tmp_path) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    shape = (4, 4)
+    target = _target(shape, {1: slice(0, 2)})
+    module = SegmentationModule(task="person", net=TINY_NET, thresholds=GRID)
+    module.net = FakeNet([(1, 0.8, slice(0, 2)), (1, 0.3, slice(2, 4))], shape)
+    logger = TensorBoardLogger(str(tmp_path), name="tb", version=0)
+    trainer = L.Trainer(
+        accelerator="cpu", logger=logger, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.validate(module, dataloaders=_loader(target), verbose=False)  # the last epoch: 1.0
+    assert float(module.val_miou) == pytest.approx(1.0)
+    module.val_miou.fill_(0.7)  # as the best checkpoint's buffers, loaded for testing, hold
+    trainer.test(module, dataloaders=_loader(target), verbose=False)
+    events = EventAccumulator(str(tmp_path / "tb" / "version_0"))
+    events.Reload()
+    assert [e.value for e in events.Scalars("hp/val_miou")] == [pytest.approx(0.7)]
+    assert [e.value for e in events.Scalars("hp/test_miou")] == [pytest.approx(1.0)]
