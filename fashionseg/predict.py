@@ -73,7 +73,7 @@ def list_inputs(path: str | Path) -> list[Path]:
 
 
 def photos_to_predict(path: str | Path) -> tuple[list[Path], list[Path]]:
-    """The photos of ``path`` and the other files (skipped, with a warning each).
+    """The photos of ``path`` and its other files (which predict skips with a warning).
 
     UsageError when there is nothing to predict: a file that is not a photo, an empty
     folder, a folder without photos.
@@ -88,8 +88,6 @@ def photos_to_predict(path: str | Path) -> tuple[list[Path], list[Path]]:
                 f"{', '.join(IMAGE_SUFFIXES)})"
             )
         raise UsageError(f"{path}: {_no_photos(Path(path), len(files))}")
-    for f in others:
-        log.warning("skipped %s: not an image file (suffix %r)", f, f.suffix)
     return photos, others
 
 
@@ -206,6 +204,8 @@ def hydra_main(cfg: DictConfig) -> None:
     summary = predict_files(
         module, files, output, overwrite=overwrite, source=model_source(module, ckpt)
     )
+    for f in unsupported:  # warned after the checks: a refused run prints one line
+        log.warning("skipped %s: not an image file (suffix %r)", f, f.suffix)
     summary.skipped_invalid.extend(str(f) for f in unsupported)
     threshold = module.score_threshold
     shown = "argmax" if threshold is None else f"threshold {threshold:.2f}"

@@ -60,11 +60,26 @@ def test_output_equal_to_input_is_refused_and_nothing_changes(
     tmp_path: Path, untrained_ckpt: Path
 ) -> None:
     folder = photos(tmp_path / "photos", "x.png", "y.jpg")
+    (folder / "notes.txt").write_text("not a photo: no warning about it before the error")
     before = tree_digest(folder)
-    last = one_line_error(
-        PREDICT, f"ckpt={untrained_ckpt}", f"input={folder}", f"output={folder}", cwd=tmp_path
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            PREDICT,
+            f"ckpt={untrained_ckpt}",
+            f"input={folder}",
+            f"output={folder}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert last == f"error: {folder}: the output folder is the input; choose another folder"
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {folder}: the output folder is the input; choose another folder"
+    ]
     assert tree_digest(folder) == before
 
 
