@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -87,6 +88,28 @@ def _check_ratios(value: Any) -> None:
         )
 
 
+def _check_augmentation(data: DictConfig) -> None:
+    """Probabilities in [0, 1], strengths >= 0, ``[min, max]`` ranges in order."""
+    for key, high in (("hflip", 1.0), ("color_jitter", None), ("hue_jitter", 0.5)):
+        value = data.get(key)
+        if value is None:
+            continue
+        number = _number(value)
+        if number is None or number < 0 or (high is not None and number > high):
+            limit = f"in [0, {high:g}]" if high is not None else ">= 0"
+            raise UsageError(f"data.{key}={value}: must be a number {limit}")
+    for key, top in (("crop", 1.0), ("scale_jitter", None)):
+        value = data.get(key)
+        if value is None:
+            continue
+        values = [_number(v) for v in _items(value)]
+        shown = "[" + ",".join(str(v) for v in _items(value)) + "]"
+        bad = len(values) != 2 or any(v is None or v <= 0 for v in values)
+        if bad or values[0] > values[1] or (top is not None and values[1] > top):
+            need = "0 < min <= max <= 1" if top is not None else "0 < min <= max"
+            raise UsageError(f"data.{key}={shown}: need [min, max] with {need}")
+
+
 def check_settings(cfg: DictConfig, cli: str) -> None:
     """Raise :class:`UsageError` for the first setting of ``cli`` (train | evaluate |
     predict) that cannot work: a missing required value, a threshold outside [0, 1], a
@@ -116,6 +139,8 @@ def check_settings(cfg: DictConfig, cli: str) -> None:
             _check_int("data.num_workers", data.num_workers, 0)
         if cli == "train" and isinstance(data.get("split"), ListConfig | list):
             _check_ratios(data.split)
+        if cli == "train":
+            _check_augmentation(data)
     if cli != "train":
         return
     lr = _get(cfg, "optimizer.lr")
@@ -127,6 +152,37 @@ def check_settings(cfg: DictConfig, cli: str) -> None:
     momentum = _get(cfg, "optimizer.momentum")
     if momentum is not None and (_number(momentum) is None or not 0 <= _number(momentum) < 1):
         raise UsageError(f"optimizer.momentum={momentum}: must be a number in [0, 1)")
+    seed = _get(cfg, "seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise UsageError(f"seed={seed}: must be a whole number or null")
+    warmup = _get(cfg, "scheduler.warmup_steps")
+    if warmup is not None:
+        _check_int("scheduler.warmup_steps", warmup, 0)
+    method = _get(cfg, "fusion.method")
+    if method is not None:
+        from fashionseg.fusion import METHODS
+
+        if method not in METHODS:
+            raise UsageError(f"fusion.method={method}: choose one of {', '.join(METHODS)}")
+    schedule = _get(cfg, "scheduler.name")
+    if schedule is not None:
+        from fashionseg.model.schedule import SCHEDULES
+
+        if schedule not in SCHEDULES:
+            raise UsageError(f"scheduler.name={schedule}: choose one of {', '.join(SCHEDULES)}")
+    target = _get(cfg, "optimizer._target_")
+    if target is not None:
+        from hydra.utils import get_class
+
+        try:
+            get_class(str(target))
+        except Exception:
+            raise UsageError(
+                f"optimizer._target_={target}: no such optimizer class (e.g. torch.optim.SGD)"
+            ) from None
+    ckpt_path = _get(cfg, "ckpt_path")
+    if ckpt_path is not None and not Path(str(ckpt_path)).is_file():
+        raise UsageError(f"ckpt_path={ckpt_path}: no such checkpoint file")
     if _get(cfg, "train") is not False:
         epochs = _get(cfg, "trainer.max_epochs")
         if epochs is not None:

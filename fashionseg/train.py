@@ -94,14 +94,28 @@ def resume_checkpoint(resume: Any, runs_dir: Path, current: Path | None = None) 
     raise UsageError(f"resume={path}: no such run directory or checkpoint")
 
 
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """``instantiate(node)``; a setting the class refuses (ValueError/TypeError, e.g. an
+    unknown ``model.net.arch`` or a misspelt ``+model.net.key``) becomes a UsageError."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, ValueError | TypeError) and not isinstance(cause, UsageError):
+            raise UsageError(" ".join(str(cause).split())) from None
+        raise
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job from a composed config; return its test metrics."""
     check_settings(cfg, "train")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
-    module: L.LightningModule = instantiate(cfg.model, _recursive_=False)
+    datamodule: L.LightningDataModule = build(cfg.data)
+    module: L.LightningModule = build(cfg.model, _recursive_=False)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)

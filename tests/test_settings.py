@@ -73,6 +73,44 @@ CASES = [
     ("train", ["data=fashion"], "data.root: not given (add data.root=DIR to the command)"),
     ("evaluate", ["data.root=/x"], "ckpt: not given (add ckpt=PATH to the command)"),
     ("predict", ["ckpt=a", "input=b"], "output: not given (add output=PATH to the command)"),
+    ("train", [*DATA, "seed=abc"], "seed=abc: must be a whole number or null"),
+    ("train", [*DATA, "data.hflip=2"], "data.hflip=2: must be a number in [0, 1]"),
+    ("train", [*DATA, "data.color_jitter=-1"], "data.color_jitter=-1: must be a number >= 0"),
+    (
+        "train",
+        [*DATA, "data.crop=[0.9,0.5]"],
+        "data.crop=[0.9,0.5]: need [min, max] with 0 < min <= max <= 1",
+    ),
+    (
+        "train",
+        [*DATA, "data.scale_jitter=[0,1]"],
+        "data.scale_jitter=[0,1]: need [min, max] with 0 < min <= max",
+    ),
+    (
+        "train",
+        [*DATA, "scheduler.warmup_steps=-3"],
+        "scheduler.warmup_steps=-3: must be a whole number >= 0",
+    ),
+    (
+        "train",
+        [*DATA, "scheduler.name=foo"],
+        "scheduler.name=foo: choose one of constant, cosine, step",
+    ),
+    (
+        "train",
+        [*DATA, "fusion.method=foo"],
+        "fusion.method=foo: choose one of seed, score_order, argmax",
+    ),
+    (
+        "train",
+        [*DATA, "optimizer._target_=foo.Bar"],
+        "optimizer._target_=foo.Bar: no such optimizer class (e.g. torch.optim.SGD)",
+    ),
+    (
+        "train",
+        [*DATA, "ckpt_path=/nowhere/x.ckpt"],
+        "ckpt_path=/nowhere/x.ckpt: no such checkpoint file",
+    ),
     (
         "train",
         [*DATA, "foo=1"],
@@ -155,3 +193,28 @@ def test_the_cli_prints_it_once_exits_2_and_creates_no_run(
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [f"error: {message}"]  # once, nothing else
     assert list(tmp_path.iterdir()) == []  # no run directory, no logs
+
+
+def test_a_value_the_model_refuses_is_one_line(tmp_path: Path) -> None:
+    """Values only the built class can judge (its own ValueError) end the same way."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fashionseg.train",
+            *DATA,
+            "model.net.arch=foo",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: unknown model.net.arch 'foo': choose one of maskrcnn_resnet50_fpn")
+    )
