@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
+
 # A small untrained Mask R-CNN: enough to run predict end to end in seconds.
 TINY_NET = {
     "arch": "maskrcnn_mobilenet_v3_large_fpn",
@@ -64,3 +66,16 @@ def save_untrained_checkpoint(path: Path, task: str = "clothing") -> Path:
     module = SegmentationModule(task=task, net=TINY_NET, log_images=0)
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
     return path
+
+
+def quiet_trainer(**kwargs: object) -> L.Trainer:
+    """A CPU Trainer without logger, checkpoints, progress bar or summary (module tests)."""
+    settings = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        **kwargs,
+    }
+    return L.Trainer(**settings)

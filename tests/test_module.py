@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
+from helpers import quiet_trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -55,19 +55,9 @@ def _module(**kwargs: object) -> SegmentationModule:
     return module
 
 
-def _trainer() -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-
-
 def test_validation_picks_the_lowest_best_threshold_and_keeps_it_in_the_state() -> None:
     module = _module()
-    metrics = _trainer().validate(module, dataloaders=_batches(), verbose=False)[0]
+    metrics = quiet_trainer().validate(module, dataloaders=_batches(), verbose=False)[0]
     # thresholds 0.30 .. 0.75 drop the false positive (score 0.3 is not > 0.3): mIoU 1.0
     assert float(module.best_threshold) == pytest.approx(0.30)
     assert metrics["val/miou"] == pytest.approx(1.0)
@@ -83,12 +73,12 @@ def test_validation_picks_the_lowest_best_threshold_and_keeps_it_in_the_state() 
 def test_test_stage_uses_the_chosen_or_overriding_threshold() -> None:
     module = _module()
     module.best_threshold.fill_(0.3)
-    _trainer().test(module, dataloaders=_batches(), verbose=False)
+    quiet_trainer().test(module, dataloaders=_batches(), verbose=False)
     assert module.test_results["miou"] == pytest.approx(1.0)
     assert module.test_results["threshold"] == pytest.approx(0.3)
     override = _module(threshold=0.1)
     override.best_threshold.fill_(0.3)
-    _trainer().test(override, dataloaders=_batches(), verbose=False)
+    quiet_trainer().test(override, dataloaders=_batches(), verbose=False)
     assert override.test_results["iou"]["person"] == pytest.approx(0.5)
     assert override.test_results["confusion_matrix"] == [[0, 64], [0, 64]]
 

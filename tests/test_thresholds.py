@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from helpers import quiet_trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -69,16 +70,6 @@ def _loader(target: torch.Tensor, n: int = 2) -> DataLoader:
     return DataLoader(items, batch_size=1, collate_fn=collate)
 
 
-def _trainer() -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-
-
 def _module(detections: list, shape: tuple[int, int], method: str) -> SegmentationModule:
     fusion = {"method": method, "per_class_thresholds": True}
     module = SegmentationModule(task="clothing", net=TINY_NET, fusion=fusion, thresholds=GRID)
@@ -101,7 +92,7 @@ def test_per_class_thresholds_win_absent_class_takes_the_global_one() -> None:
     detections = [(2, 0.8, slice(2, 4)), (2, 0.6, slice(0, 2)), (1, 0.3, slice(0, 2))]
     detections.append((4, 0.3, slice(4, 6)))
     module = _module(detections, shape, "score_order")
-    metrics = _trainer().validate(module, dataloaders=_loader(target), verbose=False)[0]
+    metrics = quiet_trainer().validate(module, dataloaders=_loader(target), verbose=False)[0]
     # one global threshold: 0.5 and 0.7 tie at mIoU 0.5 (skin is lost either way)
     assert float(module.best_threshold) == pytest.approx(0.5)
     assert float(module.val_miou_global) == pytest.approx(0.5)
@@ -114,7 +105,7 @@ def test_per_class_thresholds_win_absent_class_takes_the_global_one() -> None:
     assert metrics["val/miou_global"] == pytest.approx(0.5)
     assert metrics["val/per_class_used"] == 1.0
 
-    _trainer().test(module, dataloaders=_loader(target), verbose=False)
+    quiet_trainer().test(module, dataloaders=_loader(target), verbose=False)
     results = module.test_results
     assert results["miou"] == pytest.approx(1.0)
     assert results["class_thresholds"]["skin"] == pytest.approx(0.2)
@@ -133,7 +124,7 @@ def test_per_class_choice_that_does_not_beat_the_global_one_is_not_used() -> Non
     target = _target(shape, {1: slice(0, 2), 2: slice(2, 4)})
     detections = [(1, 0.6, slice(0, 2)), (2, 0.4, slice(0, 4))]
     module = _module(detections, shape, "seed")
-    metrics = _trainer().validate(module, dataloaders=_loader(target), verbose=False)[0]
+    metrics = quiet_trainer().validate(module, dataloaders=_loader(target), verbose=False)[0]
     assert float(module.best_threshold) == pytest.approx(0.5)
     assert metrics["val/miou_global"] == pytest.approx(0.5)
     assert metrics["val/miou_per_class"] == pytest.approx(0.5)
@@ -148,7 +139,7 @@ def test_per_class_choice_that_does_not_beat_the_global_one_is_not_used() -> Non
     )
     assert float(selection_miou(sweep.compute()["confmat"])) == pytest.approx(0.25)
 
-    _trainer().test(module, dataloaders=_loader(target), verbose=False)
+    quiet_trainer().test(module, dataloaders=_loader(target), verbose=False)
     assert module.test_results["class_thresholds"] is None  # the global threshold is used
     assert module.test_results["threshold"] == pytest.approx(0.5)
     assert module.test_results["threshold_choice"]["per_class_used"] is False
@@ -180,7 +171,7 @@ def test_evaluate_chooses_on_validation_and_reports_test_at_that_threshold(tmp_p
     # validation: the right is background (best 0.5); test: all person (best would be 0.2)
     val = _loader(_target(shape, {1: slice(0, 2)}))
     test = _loader(_target(shape, {1: slice(0, 4)}))
-    trainer = _trainer()
+    trainer = quiet_trainer()
     _rechoose_thresholds(module, _Splits(val=val, test=test), trainer, "test", tmp_path)
     trainer.test(module, dataloaders=test, verbose=False)
     assert module.test_results["threshold"] == pytest.approx(0.5)

@@ -515,6 +515,18 @@ class Folder:
     problems: list[str]
     claimed: set[str]
 
+    def add(self, path: Path, problem: str | None, kind: str) -> None:
+        """Keep ``path`` under its stem, or record its problem (also a second file of a
+        stem: two ``kind`` share it)."""
+        if problem is None and path.stem in self.files:
+            first = shown(self.files[path.stem].name)
+            problem = f"{shown(path)}: two {kind} share the stem {path.stem!r} ({first})"
+        if problem:
+            self.problems.append(problem)
+            self.claimed.add(path.stem)
+        else:
+            self.files[path.stem] = path
+
 
 def scan_photos(images_dir: str | Path) -> Folder:
     """The photos of a folder (:data:`IMAGE_SUFFIXES`, any case) by stem, and problems.
@@ -537,13 +549,7 @@ def scan_photos(images_dir: str | Path) -> Folder:
                 f"{shown(p)}: unsupported photo format {p.suffix or '(no suffix)'!r} "
                 f"(photos must be {' '.join(IMAGE_SUFFIXES)})"
             )
-        if problem is None and p.stem in folder.files:
-            problem = f"{shown(p)}: two photos share the stem {p.stem!r} ({shown(folder.files[p.stem].name)})"
-        if problem:
-            folder.problems.append(problem)
-            folder.claimed.add(p.stem)
-        else:
-            folder.files[p.stem] = p
+        folder.add(p, problem, "photos")
     return folder
 
 
@@ -571,13 +577,7 @@ def scan_masks(mask_dir: str | Path) -> Folder:
             problem = (
                 f"{shown(p)}: not a PNG mask (suffix {p.suffix or '(none)'!r}); save masks as .png"
             )
-        if problem is None and p.stem in folder.files:
-            problem = f"{shown(p)}: two masks share the stem {p.stem!r} ({shown(folder.files[p.stem].name)})"
-        if problem:
-            folder.problems.append(problem)
-            folder.claimed.add(p.stem)
-        else:
-            folder.files[p.stem] = p
+        folder.add(p, problem, "masks")
     return folder
 
 
