@@ -20,7 +20,7 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fashionseg.cli import UsageError, run_cli, user_errors
 from fashionseg.data.datamodule import FashionDataModule
@@ -44,9 +44,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     split = cfg.data.split
     if split not in SPLITS:
         raise UsageError(f"unknown data.split {split!r}: choose one of {', '.join(SPLITS)}")
-    if cfg.get("thresholds") and cfg.get("threshold") is not None:
+    thresholds = cfg.get("thresholds")
+    if thresholds is not None and not isinstance(thresholds, ListConfig | list | tuple):
+        thresholds = [thresholds]  # thresholds=0.4: a list of one
+    if thresholds and cfg.get("threshold") is not None:
         raise UsageError(
-            f"threshold={cfg.threshold} and thresholds={list(cfg.thresholds)}: give one "
+            f"threshold={cfg.threshold} and thresholds={list(thresholds)}: give one "
             "(a fixed threshold, or a list to choose from on validation)"
         )
     ckpt = read_checkpoint(cfg.ckpt)
@@ -55,7 +58,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         cfg.ckpt,
         task=(cfg.get("task") or {}).get("name"),
         threshold=cfg.get("threshold"),
-        thresholds=cfg.get("thresholds"),
+        thresholds=thresholds,
     )
     if cfg.get("tta_hflip") is not None:
         if not hasattr(module, "tta_hflip"):
@@ -78,7 +81,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     loader = datamodule.dataloader(split)
     trainer: L.Trainer = instantiate(cfg.trainer)
     out_dir = Path(cfg.paths.output_dir)
-    if cfg.get("thresholds"):
+    if thresholds:
         _rechoose_thresholds(module, datamodule, trainer, split, out_dir)
     trainer.test(module, dataloaders=loader, verbose=False)
     results = dict(module.test_results or {})
