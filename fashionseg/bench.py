@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.size, args.reps, args.warmup, args.batch_size, args.task)
     print(format_report(result))
     if args.json:
-        from fashionseg.io_utils import write_json
+        from fashionseg.files import write_json
 
         write_json(args.json, result)
     print(json.dumps(result, indent=2))

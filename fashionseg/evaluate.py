@@ -24,9 +24,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fashionseg.cli import UsageError, run_cli, user_errors
 from fashionseg.data.datamodule import FashionDataModule
-from fashionseg.io_utils import write_json
+from fashionseg.files import write_json
 from fashionseg.model.checkpoint import module_from_checkpoint, read_checkpoint
-from fashionseg.results import write_results
+from fashionseg.reporting.run_results import write_results
 from fashionseg.settings import check_settings
 
 SPLITS = ("train", "val", "test", "all")

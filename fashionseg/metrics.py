@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from fashionseg.io_utils import atomic_path
+from fashionseg.files import atomic_path
 
 
 def iou_from_confmat(cm: Tensor) -> Tensor:
@@ -203,10 +203,11 @@ def metrics_dict(
     }
 
 
-def _percent(value: float | None) -> str:
+def format_percent(value: float | None, digits: int = 2, missing: str = "n/a") -> str:
+    """A fraction as a percentage with ``digits`` decimals; ``missing`` for None or NaN."""
     if value is None or math.isnan(value):
-        return "n/a"
-    return f"{100.0 * value:.2f}"
+        return missing
+    return f"{100.0 * value:.{digits}f}"
 
 
 def format_table(
@@ -226,11 +227,11 @@ def format_table(
     lines = [f"## {title}", ""] if title else []
     lines += ["| class | IoU (%) |", "|---|---:|"]
     lines += [
-        f"| {name} | {_percent(float(v))} |" for name, v in zip(class_names, iou, strict=True)
+        f"| {name} | {format_percent(float(v))} |" for name, v in zip(class_names, iou, strict=True)
     ]
-    lines.append(f"| **mean IoU** | {_percent(float(mean_iou(iou)))} |")
+    lines.append(f"| **mean IoU** | {format_percent(float(mean_iou(iou)))} |")
     if pixel_acc is not None:
-        lines.append(f"| pixel accuracy | {_percent(float(pixel_acc))} |")
+        lines.append(f"| pixel accuracy | {format_percent(float(pixel_acc))} |")
     return "\n".join(lines)
 
 

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from fashionseg.cli import UsageError, run_cli, user_errors
 from fashionseg.data.io import IMAGE_SUFFIXES, DataError, read_image
-from fashionseg.io_utils import atomic_write, save_label_png
+from fashionseg.files import atomic_write, save_label_png
 from fashionseg.model.module import SegmentationModule
 from fashionseg.model.visualize import overlay
 from fashionseg.predict_output import PhotoOutputs, PredictFolder, check_apart, outputs_for

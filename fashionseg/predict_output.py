@@ -44,7 +44,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from fashionseg.cli import UsageError
-from fashionseg.io_utils import is_temp_of, write_text
+from fashionseg.files import is_temp_of, write_text
 
 MANIFEST = ".fashionseg-predict.jsonl"
 FORMAT_VERSION = 1

@@ -30,7 +30,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from fashionseg.cli import UsageError, run_cli, user_errors
-from fashionseg.results import write_results
+from fashionseg.reporting.run_results import write_results
 from fashionseg.settings import check_settings
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import lightning as L
 
+# The smallest training recipe (conf/experiment/tiny.yaml), for tests that run train.
+TINY = ["experiment=tiny"]
+
 # A small untrained Mask R-CNN: enough to run predict end to end in seconds.
 TINY_NET = {
     "arch": "maskrcnn_mobilenet_v3_large_fpn",

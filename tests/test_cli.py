@@ -9,14 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import one_line_error, run
+from helpers import TINY, one_line_error, run
 from PIL import Image
 
 from fashionseg.model.checkpoint import CheckpointError, load_module
 
 pytestmark = pytest.mark.slow
-
-TINY = ["experiment=tiny"]  # conf/experiment/tiny.yaml
 
 
 @pytest.fixture(scope="module")

@@ -414,7 +414,7 @@ import sys
 from pathlib import Path
 import numpy as np
 import torch
-from fashionseg.io_utils import save_label_png, write_json, write_text
+from fashionseg.files import save_label_png, write_json, write_text
 from fashionseg.metrics import save_confusion_png
 from fashionseg.model.checkpoint import load_module
 from fashionseg.predict import predict_files
@@ -451,7 +451,7 @@ def test_written_files_honour_the_umask(
 
 
 def test_the_umask_is_read_without_changing_it() -> None:
-    from fashionseg.io_utils import current_umask, new_file_mode
+    from fashionseg.files import current_umask, new_file_mode
 
     old = os.umask(0o027)
     try:

@@ -34,7 +34,7 @@ from fashionseg.data.io import (
 )
 from fashionseg.data.targets import IGNORE_INDEX, mask_to_target
 from fashionseg.data.transforms import build_train_transforms
-from fashionseg.io_utils import save_label_png
+from fashionseg.files import save_label_png
 from fashionseg.tasks import get_task
 
 CLOTHING = get_task("clothing")

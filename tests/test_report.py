@@ -9,9 +9,17 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from fashionseg.io_utils import write_json
+from fashionseg.files import write_json
 from fashionseg.metrics import metrics_dict
-from fashionseg.report import ROW_OVERRIDES, ROWS, TASKS, main, row_command, run_row, table
+from fashionseg.reporting.results_table import (
+    ROW_OVERRIDES,
+    ROWS,
+    TASKS,
+    main,
+    row_command,
+    run_row,
+    table,
+)
 from fashionseg.tasks import get_task
 
 
@@ -82,3 +90,11 @@ def test_every_row_composes_and_builds(row: str, task: str) -> None:
     module = instantiate(cfg.model, _recursive_=False)
     assert module.task.name == task
     assert module.hparams.net["weights"] == "none"  # every row trains from random init
+
+
+def test_command_line_module_is_the_results_table() -> None:
+    """``python -m fashionseg.report`` (README, Makefile, pyproject) runs the results table."""
+    import fashionseg.report
+    import fashionseg.reporting.results_table
+
+    assert fashionseg.report.main is fashionseg.reporting.results_table.main

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_cli import TINY
 
 from fashionseg.model.checkpoint import load_module, read_checkpoint
 from fashionseg.train import resume_checkpoint

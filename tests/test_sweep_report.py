@@ -11,21 +11,21 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import TINY
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
-from fashionseg.sweep.callback import SweepReportCallback
-from fashionseg.sweep.jobs import FAILED, INCOMPLETE, JOB_FILE, OK
-from fashionseg.sweep.render import plot_axes, plot_sweep
-from fashionseg.sweep_report import main, write_sweep_report
+from fashionseg.reporting.sweep import main, write_sweep_report
+from fashionseg.reporting.sweep_hydra_callback import SweepReportCallback
+from fashionseg.reporting.sweep_jobs import FAILED, INCOMPLETE, JOB_FILE, OK
+from fashionseg.reporting.sweep_render import plot_axes, plot_sweep
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 BASIC = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 SWEEP = ["task=clothing", "optimizer.lr=1e-3,1e-2", "data.batch_size=2,4"]
 # the 4 jobs the basic sweeper makes of SWEEP, in its order
 JOBS = [("0.001", "2"), ("0.001", "4"), ("0.01", "2"), ("0.01", "4")]
-TINY = ["experiment=tiny"]  # conf/experiment/tiny.yaml
 
 
 def _write_yaml(path: Path, data: object) -> None:
@@ -239,7 +239,7 @@ def _job_config(sweep: Path, num: int, mode: str = "MULTIRUN") -> object:
 def test_callback_times_jobs_records_failures_and_reports(
     fake_sweep: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="fashionseg.sweep.callback")
+    caplog.set_level(logging.INFO, logger="fashionseg.reporting.sweep_hydra_callback")
     callback = SweepReportCallback()
     config = _job_config(fake_sweep, 2)
     callback.on_multirun_start(config)
@@ -289,7 +289,10 @@ def _select(group: str, option: str) -> str:
 
 def test_sweep_report_callback_is_registered() -> None:
     callbacks = _compose().hydra.callbacks
-    assert callbacks.sweep_report._target_ == "fashionseg.sweep.callback.SweepReportCallback"
+    assert (
+        callbacks.sweep_report._target_
+        == "fashionseg.reporting.sweep_hydra_callback.SweepReportCallback"
+    )
 
 
 def test_optuna_search_config_composes() -> None:
@@ -369,3 +372,11 @@ def test_multirun_with_failing_jobs_still_reports_them(tmp_path: Path) -> None:
     rows = _read_csv(sweep / "sweep_report.csv")
     assert [(r["job"], r["status"]) for r in rows] == [("0", FAILED), ("1", FAILED)]
     assert "dataset directory not found" in rows[0]["note"]
+
+
+def test_command_line_module_is_the_sweep_report() -> None:
+    """``python -m fashionseg.sweep_report`` (README, pyproject) runs the sweep report."""
+    import fashionseg.reporting.sweep
+    import fashionseg.sweep_report
+
+    assert fashionseg.sweep_report.main is fashionseg.reporting.sweep.main

@@ -29,7 +29,7 @@ import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
-from fashionseg.io_utils import atomic_write, save_label_png, write_text
+from fashionseg.files import atomic_write, save_label_png, write_text
 from fashionseg.tasks import get_task
 
 # CCP tag -> clothes class id (1 skin, 2 hair, 3 tshirt, 4 shoes, 5 pants, 6 dress);

@@ -17,7 +17,7 @@ from fashionseg.data.dataset import FashionDataset
 from fashionseg.data.io import DataError, MaskRules, check_dataset, find_samples, raise_problems
 from fashionseg.data.targets import INSTANCE_MODES
 from fashionseg.data.transforms import build_train_transforms
-from fashionseg.io_utils import write_json
+from fashionseg.files import write_json
 from fashionseg.tasks import Task, get_task
 
 SPLITS = ("train", "val", "test")

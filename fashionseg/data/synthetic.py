@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from fashionseg.io_utils import atomic_write, save_label_png, write_text
+from fashionseg.files import atomic_write, save_label_png, write_text
 from fashionseg.tasks import get_task
 
 BACKGROUND, SKIN, HAIR, TSHIRT, SHOES, PANTS, DRESS = range(7)

@@ -24,9 +24,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from fashionseg.io_utils import write_json
-from fashionseg.sweep.jobs import FAILED, JOB_FILE, OK, last_logged_error
-from fashionseg.sweep_report import REPORT_NAME, write_sweep_report
+from fashionseg.files import write_json
+from fashionseg.reporting.sweep import REPORT_NAME, write_sweep_report
+from fashionseg.reporting.sweep_jobs import FAILED, JOB_FILE, OK, last_logged_error
 
 log = logging.getLogger(__name__)
 

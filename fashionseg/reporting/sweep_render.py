@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fashionseg.io_utils import atomic_path
-from fashionseg.sweep.jobs import FAILED, INCOMPLETE, OK, split_override
+from fashionseg.files import atomic_path
+from fashionseg.metrics import format_percent
+from fashionseg.reporting.sweep_jobs import FAILED, INCOMPLETE, OK, split_override
 
 COLUMNS = (
     "job",
@@ -47,10 +48,6 @@ def format_csv(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
-def _percent(value: float | None) -> str:
-    return "" if value is None or math.isnan(value) else f"{100 * value:.2f}"
-
-
 def _short(value: Any) -> str:
     """A swept value for display: floats with 4 significant digits, others as they are."""
     text = str(value)
@@ -73,7 +70,7 @@ def _summary(rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> list[str]:
         best = max(scored, key=lambda r: r["best_val_miou"])
         settings = " ".join(f"{k}={_short(best[k])}" for k in keys) or best["overrides"]
         lines.append(
-            f"Best val mIoU: {_percent(best['best_val_miou'])} % (job {best['job']}"
+            f"Best val mIoU: {format_percent(best['best_val_miou'], missing='')} % (job {best['job']}"
             + (f": {settings}" if settings else "")
             + ")."
         )
@@ -103,9 +100,9 @@ def format_markdown(rows: Sequence[dict[str, Any]], keys: Sequence[str], sweep_d
             str(row["job"]),
             row["status"],
             *(_short(row[c]) for c in setting_cols),
-            _percent(row["best_val_miou"]),
+            format_percent(row["best_val_miou"], missing=""),
             _number(row["best_threshold"], ".2f"),
-            _percent(row["test_miou"]),
+            format_percent(row["test_miou"], missing=""),
             _number(row["wall_s"], ".1f"),
             str(row["note"]).replace("|", "\\|").replace("\n", " "),
         ]

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from fashionseg.io_utils import write_json, write_text
+from fashionseg.files import write_json, write_text
 from fashionseg.metrics import format_table, save_confusion_png
 from fashionseg.tasks import Task
 

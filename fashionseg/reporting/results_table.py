@@ -1,0 +1,158 @@
+"""Train and test the results rows on a dataset; write one Markdown table of them all.
+
+    python -m fashionseg.report [--data DIR] [--out results] [--rows ccp_report,...]
+                                [--tasks person,clothing] [--force] [--collect-only]
+
+Each row is ``python -m fashionseg.train experiment=<row> task=<task>`` run in its own
+directory ``OUT/<task>-<row>/`` (a finished row is kept and not trained again unless
+``--force``; an interrupted one resumes from its ``last.ckpt``). The wall time of each
+training is stored beside it in ``report_timing.json``. The table (``OUT/results.md``)
+lists per-class IoU, mIoU, pixel accuracy, the threshold(s) chosen on validation,
+training time and hardware, with each row's exact command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fashionseg.files import write_json, write_text
+from fashionseg.metrics import format_percent
+from fashionseg.tasks import get_task
+
+ROWS = {
+    "ccp_report": "report's recipe (class instances, seed fusion, one threshold, no aug., SGD)",
+    "ccp_improved": "improved Mask R-CNN (components, score order, per-class thr., aug., AdamW)",
+    "ccp_semantic": "semantic baseline (LRASPP MobileNetV3, cross-entropy)",
+    "ccp_semantic_plus": "semantic + random crops, 384x256, 35 epochs, flip TTA",
+}
+TASKS = ("person", "clothing")
+# Extra overrides of one row on one task, each with its measured reason.
+ROW_OVERRIDES = {
+    # lr 5e-3 without warmup diverged on person (NaN losses at step 11, stopped by the
+    # non-finite loss guard); the report's recipe has no warmup, so its rate is lowered
+    ("ccp_report", "person"): ["optimizer.lr=2e-3"],
+}
+
+
+def hardware() -> str:
+    """A short description of where the rows were trained."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    threads = torch.get_num_threads()
+    return f"CPU, {os.cpu_count()} cores, {threads} thread{'' if threads == 1 else 's'}"
+
+
+def row_command(row: str, task: str, data: str | None, run_dir: Path | None = None) -> list[str]:
+    """The training command of one row (``run_dir`` only when run by this tool)."""
+    cmd = ["python", "-m", "fashionseg.train", f"experiment={row}", f"task={task}"]
+    cmd += ROW_OVERRIDES.get((row, task), [])
+    if data:
+        cmd.append(f"data.root={data}")
+    if run_dir is not None:
+        cmd.append(f"hydra.run.dir={run_dir}")
+    return cmd
+
+
+def run_row(row: str, task: str, data: str | None, out: Path, force: bool = False) -> Path:
+    """Train + test one row unless its metrics exist; return its run directory."""
+    run_dir = out / f"{task}-{row}"
+    if (run_dir / "metrics.json").is_file() and not force:
+        print(f"[report] {run_dir}: done, kept")
+        return run_dir
+    cmd = row_command(row, task, data, run_dir)
+    if (run_dir / "checkpoints" / "last.ckpt").is_file() and not force:
+        cmd.append(f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
+    timing_path = run_dir / "report_timing.json"
+    before = json.loads(timing_path.read_text())["seconds"] if timing_path.is_file() else 0.0
+    print(f"[report] {' '.join(map(shlex.quote, cmd))}", flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, *cmd[1:]], check=False)
+    seconds = before + time.perf_counter() - start
+    write_json(timing_path, {"seconds": seconds, "hardware": hardware(), "command": cmd})
+    if proc.returncode != 0:
+        raise SystemExit(f"[report] {task}-{row} failed (exit {proc.returncode}); see {run_dir}")
+    return run_dir
+
+
+def _thresholds(metrics: dict[str, Any]) -> str:
+    if metrics.get("class_thresholds"):
+        values = list(metrics["class_thresholds"].values())[1:]  # background has none
+        return "per class " + "/".join(f"{v:.2f}" for v in values)
+    if metrics.get("threshold") is None:
+        return "argmax"
+    return f"{metrics['threshold']:.2f}"
+
+
+def table(out: Path, rows: list[str], tasks: list[str], data: str | None) -> str:
+    """The Markdown results table (one section per task) from the rows' run directories."""
+    lines: list[str] = []
+    for task in tasks:
+        names = get_task(task).class_names
+        lines += [
+            f"#### {task}",
+            "",
+            "| row | "
+            + " | ".join(names)
+            + " | mIoU | pixel acc. | threshold | train time | trained on |",
+            "|---|" + "---:|" * (len(names) + 4) + "---|",
+        ]
+        commands = []
+        for row in rows:
+            run_dir = out / f"{task}-{row}"
+            metrics_path = run_dir / "metrics.json"
+            if not metrics_path.is_file():
+                lines.append(f"| {row} | " + " | ".join(["not run"] * (len(names) + 5)) + " |")
+                continue
+            m = json.loads(metrics_path.read_text())
+            timing_path = run_dir / "report_timing.json"
+            timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
+            minutes = f"{timing['seconds'] / 60:.1f} min" if "seconds" in timing else "n/a"
+            ious = " | ".join(format_percent(m["iou"][n], 1) for n in names)
+            lines.append(
+                f"| {row} | {ious} | **{format_percent(m['miou'], 1)}** | {format_percent(m['pixel_accuracy'], 1)} | "
+                f"{_thresholds(m)} | {minutes} | {timing.get('hardware', 'n/a')} |"
+            )
+            commands.append(f"- {row}: `{' '.join(row_command(row, task, data))}`")
+        lines += ["", *commands, ""]
+    lines.append("IoU in %, test split; train time is wall time (training, validation, test).")
+    lines += ["", "Rows:", *[f"- {r}: {ROWS.get(r, r)}" for r in rows]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=None, help="data.root (default: each row's own)")
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--force", action="store_true", help="train finished rows again")
+    parser.add_argument("--collect-only", action="store_true", help="only write the table")
+    args = parser.parse_args(argv)
+    rows = [r for r in args.rows.split(",") if r]
+    tasks = [t for t in args.tasks.split(",") if t]
+    for task in tasks:
+        get_task(task)
+    if not args.collect_only:
+        for task in tasks:
+            for row in rows:
+                run_row(row, task, args.data, args.out, args.force)
+    text = table(args.out, rows, tasks, args.data)
+    write_text(args.out / "results.md", text)
+    print(text)
+    print(f"[report] table: {args.out / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
