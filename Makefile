@@ -49,12 +49,12 @@ results: install ## train + test the results rows on ../shared/data/ccp-fashion6
 	$(PY) -m fashionseg.report --out results $(ARGS)
 
 lint: install ## ruff check + format check
-	$(VENV)/bin/ruff check fashionseg tests
-	$(VENV)/bin/ruff format --check fashionseg tests
+	$(VENV)/bin/ruff check fashionseg tests notebooks
+	$(VENV)/bin/ruff format --check fashionseg tests notebooks
 
 format: install ## apply ruff fixes and formatting
-	$(VENV)/bin/ruff check --fix fashionseg tests
-	$(VENV)/bin/ruff format fashionseg tests
+	$(VENV)/bin/ruff check --fix fashionseg tests notebooks
+	$(VENV)/bin/ruff format fashionseg tests notebooks
 
 clean: ## remove caches and build outputs (keeps .venv, logs/ and data/)
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
