@@ -10,6 +10,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+# Fixtures that read ../shared/data: every test using one (directly or through another
+# fixture) is marked ``shared`` at collection, so ``-m "not shared"`` leaves them all out.
+SHARED_FIXTURES = frozenset({"ccp600", "ccp_raw"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that uses a ``../shared`` fixture with ``shared``."""
+    for item in items:
+        if SHARED_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.shared)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

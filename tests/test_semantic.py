@@ -78,6 +78,7 @@ def test_batch_resizes_pads_and_ignores_the_padding() -> None:
     torch.testing.assert_close(probs[0].sum(0), torch.ones(60, 40))
 
 
+@pytest.mark.slow  # a 15-epoch fit: not in make test-fast
 def test_trains_to_fit_a_toy_batch_and_round_trips_a_checkpoint(tmp_path: Path) -> None:
     torch.manual_seed(0)
     module = SemanticModule(
