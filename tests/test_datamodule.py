@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchvision.transforms import v2
 
 from fashionseg.data.datamodule import FashionDataModule, collate, make_split
 from fashionseg.data.io import DataError
-from fashionseg.data.transforms import Compose
 
 STEMS = [f"{i:03d}" for i in range(20)]
 
@@ -99,16 +99,32 @@ def test_loaders(data20: Path) -> None:
     assert images[0].dtype == torch.float32 and images[0].shape == (3, 6, 8)
     assert set(targets[0]) == {"masks", "boxes", "labels", "semantic", "image_id", "stem"}
     assert isinstance(train.sampler, torch.utils.data.RandomSampler)
-    assert isinstance(train.dataset.transforms, Compose)
+    assert isinstance(train.dataset.transforms, v2.Compose)
     for split, size in (("val", 2), ("test", 8), ("all", 20)):
         loader = dm.dataloader(split)
         assert isinstance(loader.sampler, torch.utils.data.SequentialSampler)
         assert loader.batch_size == 3 and loader.dataset.transforms is None
-        stems = [t["stem"] for _, batch in loader for t in batch]
-        assert stems == dm.split_stems[split] and len(stems) == size
+        targets = [t for _, batch in loader for t in batch]
+        assert [t["stem"] for t in targets] == dm.split_stems[split] and len(targets) == size
     assert dm.predict_dataloader().dataset.samples == dm.test_dataloader().dataset.samples
     with pytest.raises(ValueError, match="'holdout'"):
         dm.dataloader("holdout")
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_only_training_items_carry_instances(data20: Path, augment: bool) -> None:
+    """Mask R-CNN instances are derived for the training split alone (after augmentation);
+    validation, test and all are scored on their label maps."""
+    dm = FashionDataModule(root=str(data20), task="clothing", augment=augment, hflip=0.5)
+    image, target = dm.dataset("train")[0]
+    assert set(target) == {"masks", "boxes", "labels", "semantic", "image_id", "stem"}
+    assert target["masks"].shape[1:] == target["semantic"].shape == image.shape[1:]
+    for split in ("val", "test", "all"):
+        dataset = dm.dataset(split)
+        assert not dataset.with_instances
+        image, target = dataset[0]
+        assert set(target) == {"semantic", "image_id", "stem"}
+        assert image.dtype == torch.float32 and target["semantic"].shape == image.shape[1:]
 
 
 def test_eval_batch_size_defaults_to_batch_size(data20: Path) -> None:

@@ -153,6 +153,15 @@ def test_dataset_items_pinned(pinned_dataset: Path, instances: str, expected: di
     assert int(empty["image_id"]) == 1 and empty["stem"] == "b"
 
 
+def test_dataset_items_without_instances(pinned_dataset: Path) -> None:
+    """Evaluation items (``with_instances=False``): the same photo and label map, no masks."""
+    image, target = FashionDataset(pinned_dataset, "clothing", with_instances=False)[0]
+    full_image, full = FashionDataset(pinned_dataset, "clothing")[0]
+    assert set(target) == {"semantic", "image_id", "stem"}
+    assert torch.equal(image, full_image) and torch.equal(target["semantic"], full["semantic"])
+    assert int(target["image_id"]) == 0 and target["stem"] == "a"
+
+
 def test_person_task_and_stable_image_id(pinned_dataset: Path) -> None:
     ds = FashionDataset(pinned_dataset, "person", stems=["b", "a"])
     _, target = ds[1]

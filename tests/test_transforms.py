@@ -1,30 +1,24 @@
-"""Augmentation keeps image, masks, label map and boxes consistent."""
+"""Augmentation (torchvision.transforms.v2) moves photo and label map together; instances
+derived afterwards stay consistent with both."""
 
 from __future__ import annotations
-
-import random
 
 import numpy as np
 import pytest
 import torch
+from torchvision import tv_tensors
 from torchvision.ops import masks_to_boxes
+from torchvision.transforms import v2
 
-from fashionseg.data.targets import mask_to_target
-from fashionseg.data.transforms import (
-    ColorJitter,
-    Compose,
-    RandomCrop,
-    RandomHorizontalFlip,
-    RandomScale,
-    build_train_transforms,
-)
+from fashionseg.data.targets import IGNORE_INDEX, mask_to_target
+from fashionseg.data.transforms import RandomCrop, RandomScale, augment, build_train_transforms
 
 # pixel-edge boxes: masks_to_boxes maxima + 1
 EDGE = torch.tensor([0.0, 0.0, 1.0, 1.0])
 
 
-def sample(instances: str = "class", seed: int = 0) -> tuple[torch.Tensor, dict]:
-    """A 12x16 (H x W) blocky clothing label map with its target and a random image."""
+def sample(seed: int = 0, dtype: torch.dtype = torch.uint8) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random 12x16 (H x W) photo and a blocky clothing label map with ignored pixels."""
     rng = np.random.default_rng(seed)
     labels = np.zeros((12, 16), dtype=np.uint8)
     labels[1:5, 2:6] = 2
@@ -32,99 +26,127 @@ def sample(instances: str = "class", seed: int = 0) -> tuple[torch.Tensor, dict]
     labels[9:11, 1:3] = 4
     labels[9:11, 10:13] = 4
     labels[0, 15] = 1
-    target = mask_to_target(labels, 7, instances)
-    target["semantic"] = torch.from_numpy(labels).long()
-    image = torch.from_numpy(rng.random((3, 12, 16), dtype=np.float32))
-    return image, target
+    labels[6, 6:8] = IGNORE_INDEX
+    image = torch.from_numpy(rng.integers(0, 256, (3, 12, 16), dtype=np.uint8))
+    if dtype != torch.uint8:
+        image = image.to(dtype) / 255
+    return image, torch.from_numpy(labels).long()
 
 
-def assert_consistent(image: torch.Tensor, target: dict) -> None:
-    """Boxes are the masks' tight boxes; every mask lies inside its class in the label map."""
-    masks, semantic = target["masks"], target["semantic"]
+def assert_consistent(image: torch.Tensor, semantic: torch.Tensor, instances: str) -> None:
+    """Instances derived from the augmented label map: tight boxes, masks inside their class."""
+    target = mask_to_target(semantic, 7, instances)
+    masks = target["masks"]
     assert image.shape[-2:] == semantic.shape == masks.shape[-2:]
-    assert masks.shape[0] == target["boxes"].shape[0] == target["labels"].shape[0]
     if masks.shape[0]:
         assert torch.equal(target["boxes"], masks_to_boxes(masks).float() + EDGE)
-        assert bool(masks.flatten(1).any(1).all())
     for mask, label in zip(masks, target["labels"], strict=True):
         assert bool((semantic[mask.bool()] == label).all())
+    if instances == "class":  # each mask is exactly its class in the label map
+        for mask, label in zip(masks, target["labels"], strict=True):
+            assert torch.equal(mask.bool(), semantic == label)
+
+
+def test_augment_wraps_and_unwraps() -> None:
+    image, semantic = sample()
+    seen = []
+
+    def spy(image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
+        seen.append((type(image), type(target["semantic"])))
+        return image, target
+
+    out_image, out_semantic = augment(spy, image, semantic)
+    assert seen == [(tv_tensors.Image, tv_tensors.Mask)]
+    assert type(out_image) is torch.Tensor and type(out_semantic) is torch.Tensor
+    assert torch.equal(out_image, image) and torch.equal(out_semantic, semantic)
 
 
 def test_hflip_exact() -> None:
-    image, target = sample()
-    out_image, out = RandomHorizontalFlip(p=1.0)(image, target)
-    width = image.shape[-1]
+    image, semantic = sample()
+    out_image, out = augment(build_train_transforms(hflip=1.0), image, semantic)
     assert torch.equal(out_image, image.flip(-1))
-    assert torch.equal(out["masks"], target["masks"].flip(-1))
-    assert torch.equal(out["semantic"], target["semantic"].flip(-1))
-    x1, y1, x2, y2 = target["boxes"].unbind(1)
-    expected = torch.stack([width - x2, y1, width - x1, y2], dim=1)
-    assert torch.equal(out["boxes"], expected)
-    assert_consistent(out_image, out)
-
-
-def test_hflip_p0_is_identity() -> None:
-    image, target = sample()
-    out_image, out = RandomHorizontalFlip(p=0.0)(image, target)
-    assert out_image is image and out is target
+    assert torch.equal(out, semantic.flip(-1))
+    # boxes of the flipped instances are the mirrored boxes (pixel-edge: x1' = W - x2)
+    before, after = mask_to_target(semantic, 7), mask_to_target(out, 7)
+    x1, y1, x2, y2 = before["boxes"].unbind(1)
+    width = image.shape[-1]
+    assert torch.equal(after["boxes"], torch.stack([width - x2, y1, width - x1, y2], dim=1))
 
 
 @pytest.mark.parametrize("instances", ["class", "components"])
 @pytest.mark.parametrize("seed", range(5))
 def test_scale_and_flip_stay_consistent(instances: str, seed: int) -> None:
-    random.seed(seed)
-    image, target = sample(instances, seed)
+    torch.manual_seed(seed)
+    image, semantic = sample(seed)
     transform = build_train_transforms(hflip=0.5, scale_jitter=[0.5, 1.5], color_jitter=0.3)
-    out_image, out = transform(image, target)
-    assert out_image.dtype == torch.float32
+    out_image, out = augment(transform, image, semantic)
+    assert out_image.dtype == torch.float32 and out.dtype == torch.int64
     assert float(out_image.min()) >= 0.0 and float(out_image.max()) <= 1.0
-    assert_consistent(out_image, out)
-    # Class mode: each mask is exactly its class in the label map.
-    if instances == "class":
-        for mask, label in zip(out["masks"], out["labels"], strict=True):
-            assert torch.equal(mask.bool(), out["semantic"] == label)
+    assert set(out.unique().tolist()) <= set(semantic.unique().tolist())  # nearest: ids kept
+    assert_consistent(out_image, out, instances)
 
 
-def test_scale_drops_vanished_objects() -> None:
-    image, target = sample()
-    out_image, out = RandomScale(0.25, 0.25)(image, target)
-    assert out_image.shape == (3, 3, 4)
-    assert out["labels"].shape[0] < target["labels"].shape[0]
-    assert_consistent(out_image, out)
-
-
-def test_scale_empty_target() -> None:
-    image = torch.rand(3, 12, 16)
-    target = mask_to_target(np.zeros((12, 16), np.uint8), 7)
-    target["semantic"] = torch.zeros(12, 16, dtype=torch.int64)
-    out_image, out = RandomScale(2.0, 2.0)(image, target)
+def test_scale_sizes_and_resampling() -> None:
+    image, semantic = sample()
+    out_image, out = augment(RandomScale(0.25, 0.25), image, semantic)
+    assert out_image.shape == (3, 3, 4) and out.shape == (3, 4)
+    out_image, out = augment(RandomScale(2.0, 2.0), image, semantic)
     assert out_image.shape == (3, 24, 32)
-    assert out["masks"].shape == (0, 24, 32) and out["boxes"].shape == (0, 4)
+    assert torch.equal(out, semantic.repeat_interleave(2, 0).repeat_interleave(2, 1))
+    assert out_image.dtype == torch.uint8  # no colour jitter: the photo stays uint8
+    with pytest.raises(ValueError, match="scale jitter"):
+        RandomScale(1.5, 0.5)
 
 
 def test_color_jitter_changes_only_the_image() -> None:
-    random.seed(0)
-    image, target = sample()
-    out_image, out = ColorJitter(0.5)(image, target)
-    assert out_image.shape == image.shape and not torch.equal(out_image, image)
-    assert out is target
-    grey = torch.full_like(image, 0.5)  # hue and saturation cannot change grey...
-    random.seed(1)
-    jittered, _ = ColorJitter(0.5, hue=0.1)(grey, target)
+    torch.manual_seed(0)
+    image, semantic = sample()
+    out_image, out = augment(build_train_transforms(color_jitter=0.5), image, semantic)
+    assert out_image.dtype == torch.float32 and out_image.shape == image.shape
+    assert not torch.allclose(out_image, image / 255)
+    assert torch.equal(out, semantic)
+    grey = torch.full_like(image, 128)  # hue and saturation cannot change grey...
+    torch.manual_seed(1)
+    jittered, _ = augment(build_train_transforms(color_jitter=0.5, hue_jitter=0.1), grey, semantic)
     spread = jittered.max(dim=0).values - jittered.min(dim=0).values
     assert torch.allclose(spread, torch.zeros_like(spread), atol=1e-6)  # ...it stays grey
-    random.seed(1)
-    hue_only, _ = ColorJitter(0.0, hue=0.4)(image, target)
-    assert not torch.allclose(hue_only, image.clamp(0, 1), atol=1e-3)  # hue does apply
+
+
+def test_color_jitter_is_torchvision_colorjitter_on_float() -> None:
+    """Factors in [1 - s, 1 + s], ops in random order, on the float photo (no uint8
+    rounding between ops), clamped to [0, 1]: exactly v2.ColorJitter on the float photo."""
+    image, semantic = sample()
+    torch.manual_seed(3)
+    ours, _ = augment(build_train_transforms(color_jitter=0.9, hue_jitter=0.1), image, semantic)
+    as_float = v2.functional.to_dtype(image, torch.float32, scale=True)
+    assert torch.allclose(as_float, image / 255, atol=1e-7)
+    torch.manual_seed(3)
+    reference = v2.ColorJitter(0.9, 0.9, 0.9, 0.1)(as_float)
+    assert torch.equal(ours, reference)
+    bright = torch.full_like(image, 250)
+    jitter = build_train_transforms(color_jitter=0.9)
+    highs = [float(augment(jitter, bright, semantic)[0].max()) for _ in range(10)]
+    assert max(highs) <= 1.0 and 1.0 in highs  # saturates: clamped to 1, not wrapped
+
+
+def test_hue_jitter_alone_jitters_the_hue() -> None:
+    (to_float, step) = build_train_transforms(hue_jitter=0.2).transforms
+    assert isinstance(to_float, v2.ToDtype) and isinstance(step, v2.ColorJitter)
+    assert step.hue == (-0.2, 0.2) and step.brightness is None and step.saturation is None
+    image = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    image[0] = 200  # red: a hue shift moves it into green or blue
+    torch.manual_seed(1)
+    shifted, _ = augment(step, image.float() / 255, torch.zeros(4, 4, dtype=torch.int64))
+    assert not torch.allclose(shifted, image.float() / 255, atol=1e-3)
 
 
 @pytest.mark.parametrize("instances", ["class", "components"])
 @pytest.mark.parametrize("seed", range(5))
 def test_crop_is_a_window_of_photo_and_targets(instances: str, seed: int) -> None:
-    random.seed(seed)
-    image, target = sample(instances, seed)
+    torch.manual_seed(seed)
+    image, semantic = sample(seed)
     height, width = image.shape[-2:]
-    out_image, out = RandomCrop(0.5, 0.8)(image, target)
+    out_image, out = augment(RandomCrop(0.5, 0.8), image, semantic)
     h, w = out_image.shape[-2:]
     assert round(height * 0.5) <= h <= round(height * 0.8)
     assert abs(h / height - w / width) <= 1 / min(height, width) + 1e-9  # aspect kept
@@ -135,50 +157,64 @@ def test_crop_is_a_window_of_photo_and_targets(instances: str, seed: int) -> Non
         for left in range(width - w + 1)
         if torch.equal(image[:, top : top + h, left : left + w], out_image)
     ]
-    assert any(
-        torch.equal(target["semantic"][top : top + h, left : left + w], out["semantic"])
-        for top, left in hits
-    )
-    assert_consistent(out_image, out)
+    assert any(torch.equal(semantic[top : top + h, left : left + w], out) for top, left in hits)
+    assert_consistent(out_image, out, instances)
 
 
-def test_crop_drops_instances_cut_away() -> None:
-    image = torch.rand(3, 10, 10)
-    label_map = np.zeros((10, 10), np.uint8)
+def test_crop_positions_cover_the_photo() -> None:
+    """Every position of the window is drawn (uniformly), so objects are cut away in some
+    crops and kept in others; instances are derived from what is left."""
+    image = torch.zeros(3, 10, 10, dtype=torch.uint8)
+    label_map = torch.zeros(10, 10, dtype=torch.int64)
     label_map[0:2, 0:2] = 3  # top-left corner only
     label_map[5:10, 5:10] = 5
-    target = mask_to_target(label_map, 7)
-    target["semantic"] = torch.from_numpy(label_map).long()
-    random.seed(0)
+    torch.manual_seed(0)
     seen = set()
     for _ in range(50):
-        out_image, out = RandomCrop(0.5, 0.5)(image, target)
+        out_image, out = augment(RandomCrop(0.5, 0.5), image, label_map)
         assert out_image.shape == (3, 5, 5)
-        assert set(out["labels"].tolist()) == set(out["semantic"].unique().tolist()) - {0}
-        assert_consistent(out_image, out)
-        seen.add(tuple(out["labels"].tolist()))
+        labels = tuple(mask_to_target(out, 7)["labels"].tolist())
+        assert set(labels) == set(out.unique().tolist()) - {0}
+        seen.add(labels)
     assert (5,) in seen  # the corner object was cut away in some crops...
     assert any(3 in labels for labels in seen)  # ...and kept in others
     with pytest.raises(ValueError, match="crop"):
         RandomCrop(0.5, 1.5)
 
 
+def test_ignore_pixels_survive_every_step() -> None:
+    image, semantic = sample()
+    # upscaling only: shrinking may drop the two-pixel strip of ignored pixels (nearest)
+    transform = build_train_transforms(0.5, [1.0, 1.6], 0.3, 0.05, crop=[0.9, 1.0])
+    torch.manual_seed(0)
+    for _ in range(10):
+        _, out = augment(transform, image, semantic)
+        assert set(out.unique().tolist()) <= {0, 1, 2, 3, 4, IGNORE_INDEX}
+        assert IGNORE_INDEX in out.unique().tolist()
+        assert not mask_to_target(out, 7)["masks"][:, out == IGNORE_INDEX].any()
+
+
 def test_build_train_transforms() -> None:
-    assert build_train_transforms().transforms == []
+    assert build_train_transforms() is None
     steps = build_train_transforms(0.5, [0.8, 1.2], 0.2).transforms
-    assert [type(t) for t in steps] == [RandomScale, RandomHorizontalFlip, ColorJitter]
+    assert [type(t) for t in steps] == [
+        RandomScale,
+        v2.RandomHorizontalFlip,
+        v2.ToDtype,
+        v2.ColorJitter,
+    ]
     steps = build_train_transforms(0.5, None, 0.2, crop=[0.6, 1.0]).transforms
-    assert [type(t) for t in steps] == [RandomCrop, RandomHorizontalFlip, ColorJitter]
-    assert isinstance(build_train_transforms(0.5), Compose)
-    with pytest.raises(ValueError, match="scale jitter"):
-        RandomScale(1.5, 0.5)
+    assert [type(t) for t in steps][:2] == [RandomCrop, v2.RandomHorizontalFlip]
+    assert steps[1].p == 0.5 and steps[-1].brightness == (0.8, 1.2)
+    assert isinstance(build_train_transforms(0.5), v2.Compose)
 
 
-def test_hue_jitter_alone_jitters_the_hue() -> None:
-    (step,) = build_train_transforms(hue_jitter=0.2).transforms
-    assert "hue=0.2" in repr(step)
-    image = torch.zeros(3, 4, 4, dtype=torch.uint8)
-    image[0] = 200  # red: a hue shift moves it into green or blue
-    random.seed(1)
-    shifted, _ = step(image.clone(), {"semantic": torch.zeros(4, 4, dtype=torch.int64)})
-    assert not torch.equal(shifted, image)
+def test_seeded_augmentation_repeats() -> None:
+    image, semantic = sample()
+    transform = build_train_transforms(0.5, [0.6, 1.6], 0.3, 0.05, crop=[0.6, 1.0])
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        runs.append([augment(transform, image, semantic) for _ in range(4)])
+    for (a_img, a_sem), (b_img, b_sem) in zip(*runs, strict=True):
+        assert torch.equal(a_img, b_img) and torch.equal(a_sem, b_sem)

@@ -210,7 +210,9 @@ class FashionDataModule(L.LightningDataModule):
 
     def dataset(self, split: str) -> FashionDataset:
         """The dataset of ``split`` (train | val | test | all); train is augmented unless
-        ``augment`` is false (scoring a checkpoint on its training photos)."""
+        ``augment`` is false (scoring a checkpoint on its training photos) and is the only
+        split whose items carry Mask R-CNN instances (``masks``/``boxes``/``labels``): the
+        others are scored on their label maps (``semantic``) alone."""
         if split not in (*SPLITS, "all"):
             raise ValueError(f"unknown split {split!r}: choose one of train, val, test, all")
         if not self.split_stems:
@@ -231,6 +233,7 @@ class FashionDataModule(L.LightningDataModule):
                 transforms,
                 hp.ignore_index,
                 hp.binary_255,
+                with_instances=split == "train",
             )
         return self._datasets[split]
 

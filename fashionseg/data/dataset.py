@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from fashionseg.data.io import (
     size_problem,
 )
 from fashionseg.data.targets import INSTANCE_MODES, mask_to_target
+from fashionseg.data.transforms import PairTransform, augment
 from fashionseg.tasks import Task, get_task
 
 
@@ -27,14 +28,16 @@ class FashionDataset(Dataset):
     """Photos and targets of one task (``person`` or ``clothing``).
 
     Item ``i`` is ``(image, target)``: ``image`` float32 3 x H x W with pixel values / 255;
-    ``target`` holds ``masks`` (N x H x W uint8), ``boxes`` (N x 4 float32, x1 y1 x2 y2,
-    pixel-edge coordinates: :func:`torchvision.ops.masks_to_boxes` maxima + 1),
-    ``labels`` (N int64, never background), ``semantic`` (H x W int64 label map, what IoU is
-    scored on), ``image_id`` (int64 scalar: the stem's position among all the dataset's
-    sorted stems, so it is the same in every split) and ``stem``. ``stems`` restricts it to
-    a split (in that order). ``instances``/``min_area``: see
-    :func:`fashionseg.data.targets.mask_to_target`. ``transforms`` (e.g.
-    :func:`fashionseg.data.transforms.build_train_transforms`) runs on ``(image, target)``.
+    ``target`` holds ``semantic`` (H x W int64 label map, what IoU is scored on),
+    ``image_id`` (int64 scalar: the stem's position among all the dataset's sorted stems, so
+    it is the same in every split), ``stem`` and, with ``with_instances`` (the training
+    split; validation and test are scored on ``semantic`` alone), the Mask R-CNN instances
+    derived after augmentation: ``masks`` (N x H x W uint8), ``boxes`` (N x 4 float32, x1 y1
+    x2 y2, pixel-edge coordinates: :func:`torchvision.ops.masks_to_boxes` maxima + 1) and
+    ``labels`` (N int64, never background). ``stems`` restricts it to a split (in that
+    order). ``instances``/``min_area``: see :func:`fashionseg.data.targets.mask_to_target`.
+    ``transforms`` (e.g. :func:`fashionseg.data.transforms.build_train_transforms`) runs on
+    the uint8 photo and the label map through :func:`fashionseg.data.transforms.augment`.
     ``ignore_index``/``binary_255``: see :class:`fashionseg.data.io.MaskRules`; ignored
     pixels are :data:`fashionseg.data.targets.IGNORE_INDEX` in ``semantic`` and in no
     instance.
@@ -47,9 +50,10 @@ class FashionDataset(Dataset):
         stems: Sequence[str] | None = None,
         instances: str = "class",
         min_area: int = 0,
-        transforms: Callable[[torch.Tensor, dict[str, Any]], tuple] | None = None,
+        transforms: PairTransform | None = None,
         ignore_index: int | None = 255,
         binary_255: bool | None = None,
+        with_instances: bool = True,
     ) -> None:
         self.root = Path(root)
         self.task = task if isinstance(task, Task) else get_task(task)
@@ -73,6 +77,7 @@ class FashionDataset(Dataset):
         self.instances = instances
         self.min_area = min_area
         self.transforms = transforms
+        self.with_instances = with_instances
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -86,14 +91,16 @@ class FashionDataset(Dataset):
                 sample.mask, (ids.shape[1], ids.shape[0]), photo_info(sample.image)
             )
             raise DataError(problem or f"{sample.mask}: mask and photo sizes differ")
-        target: dict[str, Any] = {"semantic": torch.from_numpy(ids).to(torch.int64)}
+        semantic = torch.from_numpy(ids).to(torch.int64)
         if self.transforms is not None:  # on the uint8 photo and the label map only
-            image, target = self.transforms(image, target)
-        target.update(
-            mask_to_target(
-                target["semantic"].numpy(), self.task.num_classes, self.instances, self.min_area
+            image, semantic = augment(self.transforms, image, semantic)
+        target: dict[str, Any] = {"semantic": semantic}
+        if self.with_instances:
+            target.update(
+                mask_to_target(
+                    semantic.numpy(), self.task.num_classes, self.instances, self.min_area
+                )
             )
-        )
         target["image_id"] = torch.tensor(self._ids[sample.stem], dtype=torch.int64)
         target["stem"] = sample.stem
         if image.dtype == torch.uint8:

@@ -1,179 +1,120 @@
-"""Training augmentation on ``(image, target)`` pairs, applied consistently.
+"""Training augmentation on ``torchvision.transforms.v2`` with ``tv_tensors``.
 
-Each transform takes and returns ``(image, target)``: ``image`` 3 x H x W, uint8 or float
-in [0, 1]; ``target`` with ``semantic`` (H x W int64) and, optionally, the instances
-``masks`` (N x H x W uint8), ``boxes`` (N x 4) and ``labels``. Geometric transforms move
-all of them together and recompute the boxes from the masks.
+The transforms take and return ``(image, target)``: ``image`` a
+:class:`~torchvision.tv_tensors.Image` (3 x H x W, uint8 or float in [0, 1]) and
+``target`` a dict whose :class:`~torchvision.tv_tensors.Mask` entries (``semantic``, the
+H x W class-id label map) move with the photo: flips, crops and rescaling apply to both,
+masks always by nearest neighbour, so class ids and the ignore value
+(:data:`fashionseg.data.targets.IGNORE_INDEX`) survive exactly; colour jitter leaves masks
+alone. :func:`augment` wraps plain tensors, runs the transforms and unwraps the result.
 
 :class:`~fashionseg.data.dataset.FashionDataset` runs them on the uint8 photo and the label
-map alone and derives the instances afterwards (the cheapest order: one box computation,
-no per-instance resizing); colour jitter converts to float first.
+map alone and derives the instances (masks, boxes, labels) afterwards: the cheapest order,
+one box computation and no per-instance resizing. Random draws come from torch's global
+RNG (``torch.manual_seed``; each DataLoader worker has its own seed), as in every v2
+transform.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
-from torchvision.transforms import InterpolationMode
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
-from fashionseg.data.targets import boxes_of
-
 Target = dict[str, Any]
-Pair = tuple[Tensor, Target]
+PairTransform = Callable[[Tensor, Target], tuple[Tensor, Target]]
 
 
-def _map_target(target: Target, geometry: Callable[[Tensor], Tensor]) -> Target:
-    """``target`` with ``geometry`` (on N x H x W maps) applied to the label map and masks.
+def augment(transforms: PairTransform, image: Tensor, semantic: Tensor) -> tuple[Tensor, Tensor]:
+    """Run ``transforms`` on a photo (3 x H x W) and its label map (H x W) together.
 
-    Instances whose mask no longer has a pixel are dropped; boxes come from the masks.
+    Both are wrapped as ``tv_tensors`` (Image, Mask) on the way in, so the label map moves
+    with the photo, and come back as plain tensors.
     """
-    target = dict(target)
-    target["semantic"] = geometry(target["semantic"][None])[0]
-    if "masks" not in target:
-        return target
-    masks = geometry(target["masks"])
-    keep = masks.flatten(1).amax(1) > 0
-    target["masks"] = masks[keep]
-    target["labels"] = target["labels"][keep]
-    target["boxes"] = boxes_of(target["masks"])
-    return target
+    image, target = transforms(tv_tensors.Image(image), {"semantic": tv_tensors.Mask(semantic)})
+    return image.as_subclass(Tensor), target["semantic"].as_subclass(Tensor)
 
 
-class Compose:
-    """Apply transforms in order."""
-
-    def __init__(self, transforms: Sequence[Callable[[Tensor, Target], Pair]]) -> None:
-        self.transforms = list(transforms)
-
-    def __call__(self, image: Tensor, target: Target) -> Pair:
-        for t in self.transforms:
-            image, target = t(image, target)
-        return image, target
-
-    def __repr__(self) -> str:
-        return f"Compose({self.transforms})"
+def _uniform(low: float, high: float) -> float:
+    """A float drawn from ``[low, high]`` with torch's global RNG (as v2 transforms draw)."""
+    return float(torch.empty(1).uniform_(low, high))
 
 
-class RandomHorizontalFlip:
-    """Mirror image, masks, label map and boxes with probability ``p``.
-
-    Boxes are pixel-edge coordinates, so ``x1' = W - x2`` and ``x2' = W - x1``.
-    """
-
-    def __init__(self, p: float = 0.5) -> None:
-        self.p = p
-
-    def __call__(self, image: Tensor, target: Target) -> Pair:
-        if random.random() >= self.p:
-            return image, target
-        width = image.shape[-1]
-        target = dict(target)
-        target["semantic"] = target["semantic"].flip(-1)
-        if "masks" in target:
-            target["masks"] = target["masks"].flip(-1)
-            boxes = target["boxes"].clone()
-            boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]  # pixel-edge coordinates
-            target["boxes"] = boxes
-        return image.flip(-1), target
-
-    def __repr__(self) -> str:
-        return f"RandomHorizontalFlip(p={self.p})"
+def _size(flat_inputs: list[Any]) -> tuple[int, int]:
+    """Height and width of the first image or mask among a transform's inputs."""
+    spatial = next(x for x in flat_inputs if isinstance(x, (tv_tensors.Image, tv_tensors.Mask)))
+    height, width = F.get_size(spatial)
+    return height, width
 
 
-class RandomScale:
+class RandomScale(v2.Transform):
     """Rescale by a factor drawn from ``[min_scale, max_scale]`` (scale jitter).
 
-    The image is resized bilinearly, masks and label map by nearest neighbour; boxes are
-    recomputed from the masks and objects that vanish are dropped.
+    Sides become ``round(side * factor)`` (at least 1); the photo is resized bilinearly
+    (antialiased when shrinking), masks by nearest neighbour.
     """
 
     def __init__(self, min_scale: float = 0.75, max_scale: float = 1.25) -> None:
+        super().__init__()
         if not 0 < min_scale <= max_scale:
             raise ValueError(f"scale jitter needs 0 < min <= max, got [{min_scale}, {max_scale}]")
         self.min_scale, self.max_scale = min_scale, max_scale
 
-    def __call__(self, image: Tensor, target: Target) -> Pair:
-        scale = random.uniform(self.min_scale, self.max_scale)
-        height, width = image.shape[-2:]
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        scale = _uniform(self.min_scale, self.max_scale)
+        height, width = _size(flat_inputs)
         size = [max(round(height * scale), 1), max(round(width * scale), 1)]
-        # antialiasing only matters when shrinking
-        image = F.resize(image, size, interpolation=InterpolationMode.BILINEAR, antialias=scale < 1)
-        nearest = InterpolationMode.NEAREST
+        return {"size": size, "antialias": scale < 1}  # antialiasing only matters when shrinking
 
-        def resize(maps: Tensor) -> Tensor:
-            if not maps.shape[0]:
-                return maps.new_zeros((0, *size))
-            return F.resize(maps, size, interpolation=nearest)
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return self._call_kernel(
+            F.resize,
+            inpt,
+            params["size"],
+            InterpolationMode.BILINEAR,
+            antialias=params["antialias"],
+        )
 
-        return image, _map_target(target, resize)
-
-    def __repr__(self) -> str:
-        return f"RandomScale({self.min_scale}, {self.max_scale})"
+    def extra_repr(self) -> str:
+        return f"{self.min_scale}, {self.max_scale}"
 
 
-class RandomCrop:
+class RandomCrop(v2.Transform):
     """Cut a random window whose sides are a fraction of the photo's, drawn from
     ``[min_frac, max_frac]`` (the same fraction for height and width, so the aspect ratio
-    is kept), at a random position.
+    is kept), at a uniformly random position.
 
-    Both models resize every photo to a fixed size (``min_size`` / ``max_size``), which
-    undoes :class:`RandomScale`; a crop survives that resize as a zoom-in of up to
-    ``1 / min_frac`` and also moves the figure in the frame. Instances cut away entirely
-    are dropped; boxes are recomputed from the cropped masks.
+    Unlike ``v2.RandomResizedCrop`` (area fraction and aspect ratio drawn, then resized) or
+    ``v2.RandomCrop`` (a fixed size), the window is not resized: both models resize every
+    photo to a fixed size (``min_size`` / ``max_size``), which undoes :class:`RandomScale`;
+    a crop survives that resize as a zoom-in of up to ``1 / min_frac`` and also moves the
+    figure in the frame.
     """
 
     def __init__(self, min_frac: float = 0.6, max_frac: float = 1.0) -> None:
+        super().__init__()
         if not 0 < min_frac <= max_frac <= 1:
             raise ValueError(f"crop needs 0 < min <= max <= 1, got [{min_frac}, {max_frac}]")
         self.min_frac, self.max_frac = min_frac, max_frac
 
-    def __call__(self, image: Tensor, target: Target) -> Pair:
-        frac = random.uniform(self.min_frac, self.max_frac)
-        height, width = image.shape[-2:]
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        frac = _uniform(self.min_frac, self.max_frac)
+        height, width = _size(flat_inputs)
         h, w = max(round(height * frac), 1), max(round(width * frac), 1)
-        top, left = random.randint(0, height - h), random.randint(0, width - w)
-        window = (slice(None), slice(top, top + h), slice(left, left + w))
-        return image[window], _map_target(target, lambda maps: maps[window])
+        top = int(torch.randint(0, height - h + 1, ()))
+        left = int(torch.randint(0, width - w + 1, ()))
+        return {"top": top, "left": left, "height": h, "width": w}
 
-    def __repr__(self) -> str:
-        return f"RandomCrop({self.min_frac}, {self.max_frac})"
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return self._call_kernel(F.crop, inpt, **params)
 
-
-class ColorJitter:
-    """Photometric jitter of the image only (torchvision.transforms.v2 functional ops).
-
-    Brightness, contrast and saturation factors are drawn from ``[1 - s, 1 + s]``, the hue
-    shift from ``[-hue, hue]``; the ops run in random order and the result is clamped to
-    [0, 1]. The target is returned unchanged. Hue is off by default: its RGB -> HSV round
-    trip costs about 30 ms per 600x400 photo on one CPU core, 40x the other three together.
-    """
-
-    def __init__(self, strength: float = 0.3, hue: float = 0.0) -> None:
-        self.strength, self.hue = strength, hue
-
-    def __call__(self, image: Tensor, target: Target) -> Pair:
-        if image.dtype == torch.uint8:
-            image = image.float().div_(255)
-        s = self.strength
-        ops = [
-            (F.adjust_brightness, random.uniform(1 - s, 1 + s)),
-            (F.adjust_contrast, random.uniform(1 - s, 1 + s)),
-            (F.adjust_saturation, random.uniform(1 - s, 1 + s)),
-        ]
-        if self.hue > 0:
-            ops.append((F.adjust_hue, random.uniform(-self.hue, self.hue)))
-        random.shuffle(ops)
-        for op, factor in ops:
-            image = op(image, factor)
-        return image.clamp(0, 1), target
-
-    def __repr__(self) -> str:
-        return f"ColorJitter(strength={self.strength}, hue={self.hue})"
+    def extra_repr(self) -> str:
+        return f"{self.min_frac}, {self.max_frac}"
 
 
 def build_train_transforms(
@@ -182,20 +123,27 @@ def build_train_transforms(
     color_jitter: float = 0.0,
     hue_jitter: float = 0.0,
     crop: Sequence[float] | None = None,
-) -> Compose:
-    """The training augmentation from config values (an empty ``Compose`` when none).
+) -> v2.Compose | None:
+    """The training augmentation from config values as a ``v2.Compose`` (None when none).
 
     Order: random crop (side fraction ``[min, max]``), scale jitter (``[min, max]``),
-    horizontal flip (probability ``hflip``), colour jitter (strength ``color_jitter``, hue
-    shift ``hue_jitter``); a zero or ``None`` setting leaves that step out.
+    horizontal flip (probability ``hflip``), colour jitter: the photo becomes float in
+    [0, 1] (``v2.ToDtype``, so the ops do not round to uint8 one after another), then
+    ``v2.ColorJitter`` draws brightness, contrast and saturation factors from
+    ``[1 - color_jitter, 1 + color_jitter]`` and a hue shift from ``[-hue_jitter,
+    hue_jitter]`` and applies them in random order, each clamped to [0, 1]. A zero or
+    ``None`` setting leaves that step out; either jitter alone jitters. Hue is off by
+    default: its RGB -> HSV round trip costs about 30 ms per 600x400 photo on one CPU core.
     """
-    transforms: list[Callable[[Tensor, Target], Pair]] = []
+    transforms: list[v2.Transform] = []
     if crop:
         transforms.append(RandomCrop(*crop))
     if scale_jitter:
         transforms.append(RandomScale(*scale_jitter))
     if hflip > 0:
-        transforms.append(RandomHorizontalFlip(hflip))
-    if color_jitter > 0 or hue_jitter > 0:  # either alone jitters
-        transforms.append(ColorJitter(color_jitter, hue_jitter))
-    return Compose(transforms)
+        transforms.append(v2.RandomHorizontalFlip(hflip))
+    if color_jitter > 0 or hue_jitter > 0:
+        s = color_jitter
+        transforms.append(v2.ToDtype(torch.float32, scale=True))
+        transforms.append(v2.ColorJitter(brightness=s, contrast=s, saturation=s, hue=hue_jitter))
+    return v2.Compose(transforms) if transforms else None
