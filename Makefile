@@ -30,8 +30,8 @@ demo: install ## train + test + predict on the embedded synthetic data (CPU, 9-1
 test: install ## run the test suite
 	$(PY) -m pytest -q $(ARGS)
 
-test-fast: install ## run the tests that train nothing
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+test-fast: install ## run the tests that train nothing and read no ../shared data
+	$(PY) -m pytest -q -m "not slow and not shared" $(ARGS)
 
 train: install ## train: make train ARGS="task=clothing data=fashion data.root=DIR"
 	$(PY) -m fashionseg.train $(ARGS)
