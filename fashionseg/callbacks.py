@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+
+from fashionseg.model.visualize import comparison_grid, threshold_curve
 
 
 class RNGState(L.Callback):
@@ -82,7 +87,7 @@ class InterruptCheckpoint(Checkpoint):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        from fashionseg.model.module import NonFiniteLossError
+        from fashionseg.model.base import NonFiniteLossError
 
         if trainer.global_step == 0:
             # nothing trained yet (e.g. a setting that fails at the first step): a
@@ -156,3 +161,107 @@ class BestCheckpoint(ModelCheckpoint):
             kth_value=best_k[worst],
         )
         return carried
+
+
+def _flat_hparams(hparams: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested hyper-parameters as flat ``a/b`` keys of scalars (TensorBoard's hparams)."""
+    flat: dict[str, Any] = {}
+    for key, value in hparams.items():
+        name = f"{prefix}{key}".replace("_target_", "target")
+        if isinstance(value, Mapping):
+            flat.update(_flat_hparams(value, f"{name}/"))
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            flat[name] = "none" if value is None else value
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
+    """The trainer's first TensorBoard logger, if any."""
+    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+
+class TensorBoardPictures(L.Callback):
+    """Validation pictures and the hparams tab in TensorBoard (rank zero; draws no random
+    numbers, so training is the same with or without it).
+
+    Every ``every_n_epochs`` validation (not the sanity check): ``val/threshold_curve``
+    (validation mIoU against the swept score threshold, for models that sweep one) and
+    ``val/predictions``, a grid of the first ``images`` validation photos with ground
+    truth and prediction (at the setting validation chose). After testing, the hparams
+    tab: the module's hyper-parameters with ``hp/test_miou``, ``hp/best_threshold`` and
+    the tested checkpoint's own validation mIoU (its ``val_miou`` buffer), ``hp/val_miou``.
+
+    It reads what :class:`fashionseg.model.base.SegmentationBase` exposes: the label maps
+    ``validation_step`` returns, ``last_val_result`` and ``test_results``.
+    """
+
+    def __init__(self, images: int = 4, every_n_epochs: int = 1) -> None:
+        super().__init__()
+        self.images = int(images)
+        self.every_n_epochs = max(int(every_n_epochs), 1)
+        self._shown: list[tuple[Tensor, Tensor, Tensor]] = []  # (image, target, maps [T,H,W])
+
+    def _showing(self, trainer: L.Trainer) -> bool:
+        return (
+            not trainer.sanity_checking
+            and trainer.current_epoch % self.every_n_epochs == 0
+            and _tensorboard(trainer) is not None
+        )
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._shown = []
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not outputs or len(self._shown) >= self.images or not self._showing(trainer):
+            return
+        images, targets = batch
+        for image, target, maps in zip(images, targets, outputs, strict=True):
+            if len(self._shown) < self.images:
+                self._shown.append((image.detach(), target["semantic"], maps))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After the module's ``on_validation_epoch_end`` has chosen and scored."""
+        shown, self._shown = self._shown, []
+        logger = _tensorboard(trainer)
+        result = getattr(pl_module, "last_val_result", None)
+        if logger is None or trainer.sanity_checking or not trainer.is_global_zero or not result:
+            return
+        writer, step, best = logger.experiment, trainer.global_step, result["index"]
+        thresholds = result.get("thresholds")
+        if thresholds:
+            miou = result["miou"].reshape(-1).tolist()
+            writer.add_figure(
+                "val/threshold_curve", threshold_curve(thresholds, miou, thresholds[best]), step
+            )
+        if shown:
+            grid = comparison_grid(
+                [s[0] for s in shown],
+                [s[1] for s in shown],
+                [s[2][best] for s in shown],
+                pl_module.task.colors,
+            )
+            writer.add_image("val/predictions", grid, step)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Fill TensorBoard's hparams tab: the run's settings with its final metrics."""
+        logger = _tensorboard(trainer)
+        results = getattr(pl_module, "test_results", None)
+        if logger is None or not trainer.is_global_zero or results is None:
+            return
+        metrics = {"hp/test_miou": results["miou"] or 0.0}
+        if results["threshold"] is not None:
+            metrics["hp/best_threshold"] = results["threshold"]
+        val_miou = getattr(pl_module, "val_miou", None)
+        if val_miou is not None and not torch.isnan(val_miou):
+            metrics["hp/val_miou"] = float(val_miou)
+        logger.log_hyperparams(_flat_hparams(pl_module.hparams), metrics)

@@ -66,7 +66,7 @@ def save_untrained_checkpoint(path: Path, task: str = "clothing") -> Path:
 
     from fashionseg.model.module import SegmentationModule
 
-    module = SegmentationModule(task=task, net=TINY_NET, log_images=0)
+    module = SegmentationModule(task=task, net=TINY_NET)
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
     return path
 

@@ -45,7 +45,7 @@ def test_two_processes_score_the_same_as_one(tmp_path: Path) -> None:
     data.setup()
     assert len(data.split_stems["val"]) == 3
     torch.manual_seed(0)
-    module = SegmentationModule(task="clothing", net=NET, thresholds=[0.0, 0.3, 0.6], log_images=0)
+    module = SegmentationModule(task="clothing", net=NET, thresholds=[0.0, 0.3, 0.6])
     single = validate(1, module, data, tmp_path / "one")
     double = validate(2, module, data, tmp_path / "two")
     assert single.keys() == double.keys()

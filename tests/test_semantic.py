@@ -85,7 +85,6 @@ def test_trains_to_fit_a_toy_batch_and_round_trips_a_checkpoint(tmp_path: Path) 
         task="clothing",
         net=NET,
         optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-2},
-        log_images=0,
     )
     images, targets = batch(4)
     data = list(zip(images, targets, strict=True))
@@ -136,3 +135,50 @@ def test_flip_tta_averages_the_logits_of_photo_and_mirror(tmp_path: Path) -> Non
     ckpt = tmp_path / "tta.ckpt"
     torch.save({"hyper_parameters": dict(tta.hparams), "state_dict": tta.state_dict()}, ckpt)
     assert load_module(ckpt).tta_hflip
+
+
+def test_siblings_only_the_mask_rcnn_module_has_threshold_machinery() -> None:
+    from fashionseg.model.base import SegmentationBase
+    from fashionseg.model.module import THRESHOLD_BUFFERS, MaskRCNNModule, SegmentationModule
+
+    assert SegmentationModule is MaskRCNNModule
+    semantic = SemanticModule(task="clothing", net=NET)
+    maskrcnn = MaskRCNNModule(
+        task="clothing", net={"arch": "maskrcnn_mobilenet_v3_large_fpn", "weights": "none"}
+    )
+    assert isinstance(semantic, SegmentationBase) and isinstance(maskrcnn, SegmentationBase)
+    assert not isinstance(semantic, MaskRCNNModule)
+    machinery = ("threshold_choice", "choose_thresholds", "store_choice", "sweep_thresholds")
+    assert all(hasattr(maskrcnn, name) for name in machinery)
+    assert not any(hasattr(semantic, name) for name in machinery + ("uses_threshold",))
+    assert set(THRESHOLD_BUFFERS) <= set(maskrcnn.state_dict())
+    assert not set(THRESHOLD_BUFFERS) & set(semantic.state_dict())
+    assert "val_miou" in semantic.state_dict()  # the base's: validation's figure
+    assert set(semantic.hparams) == {"task", "net", "optimizer", "scheduler"}
+    assert {"fusion", "thresholds", "threshold"} <= set(maskrcnn.hparams)
+    assert semantic.score_threshold is None and len(semantic.val_sweep.thresholds) == 1
+    with pytest.raises(TypeError):
+        SemanticModule(task="clothing", net=NET, thresholds=[0.5])
+
+
+def test_checkpoints_from_when_it_inherited_mask_rcnn_still_load(tmp_path: Path) -> None:
+    from fashionseg.model.module import THRESHOLD_BUFFERS
+
+    module = SemanticModule(task="clothing", net=NET)
+    state = {**module.state_dict(), **{k: torch.tensor(0.5) for k in THRESHOLD_BUFFERS}}
+    hparams = {
+        **module.hparams,
+        "fusion": {"method": "seed"},
+        "thresholds": [0.5],
+        "threshold": None,
+        "log_images": 4,
+        "log_images_every_n_epochs": 1,
+    }
+    ckpt = tmp_path / "old.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": hparams}, ckpt)
+    loaded = load_module(ckpt, threshold=0.3)  # the override means nothing for argmax
+    assert isinstance(loaded, SemanticModule)
+    assert set(loaded.hparams) == {"task", "net", "optimizer", "scheduler"}
+    checkpoint = {"state_dict": dict(state)}
+    module.on_load_checkpoint(checkpoint)  # resuming or testing through Lightning
+    module.load_state_dict(checkpoint["state_dict"])

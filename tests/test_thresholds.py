@@ -189,9 +189,15 @@ def test_hparams_tab_pairs_test_figures_with_the_tested_checkpoints_validation(t
     target = _target(shape, {1: slice(0, 2)})
     module = SegmentationModule(task="person", net=TINY_NET, thresholds=GRID)
     module.net = FakeNet([(1, 0.8, slice(0, 2)), (1, 0.3, slice(2, 4))], shape)
+    from fashionseg.callbacks import TensorBoardPictures
+
     logger = TensorBoardLogger(str(tmp_path), name="tb", version=0)
     trainer = L.Trainer(
-        accelerator="cpu", logger=logger, enable_progress_bar=False, enable_model_summary=False
+        accelerator="cpu",
+        logger=logger,
+        callbacks=[TensorBoardPictures()],
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.validate(module, dataloaders=_loader(target), verbose=False)  # the last epoch: 1.0
     assert float(module.val_miou) == pytest.approx(1.0)

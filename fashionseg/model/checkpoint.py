@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import pickle
 import re
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Any
 
 import torch
 
-from fashionseg.model.module import SegmentationModule
+from fashionseg.model.base import SegmentationBase
+from fashionseg.model.module import THRESHOLD_BUFFERS, MaskRCNNModule
 from fashionseg.tasks import get_task
 
 
@@ -45,18 +47,21 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_module(path: str | Path, task: str | None = None, **overrides: Any) -> SegmentationModule:
-    """Rebuild a :class:`SegmentationModule` from a checkpoint, in eval mode on the CPU.
+def load_module(path: str | Path, task: str | None = None, **overrides: Any) -> SegmentationBase:
+    """Rebuild the module of a checkpoint (Mask R-CNN or semantic), in eval mode on the CPU.
 
     ``task``, when given, must match the checkpoint's task. ``overrides`` replace
-    hyper-parameters (e.g. ``threshold=0.3`` or ``fusion={...}``).
+    hyper-parameters (e.g. ``threshold=0.3`` or ``fusion={...}``); hyper-parameters the
+    module does not take are left out (``threshold`` for an argmax model, and those of
+    older checkpoints: ``log_images``, now a callback's, or the ``fusion`` and
+    ``thresholds`` that semantic models carried while they inherited Mask R-CNN's).
     """
     return module_from_checkpoint(read_checkpoint(path), path, task=task, **overrides)
 
 
 def module_from_checkpoint(
     ckpt: dict[str, Any], path: str | Path, task: str | None = None, **overrides: Any
-) -> SegmentationModule:
+) -> SegmentationBase:
     """:func:`load_module` for a checkpoint already read by :func:`read_checkpoint`."""
     hparams = dict(ckpt["hyper_parameters"])
     ckpt_task = get_task(hparams.get("task", "person"))
@@ -70,8 +75,9 @@ def module_from_checkpoint(
     hparams.update({k: v for k, v in overrides.items() if v is not None})
     from fashionseg.model.semantic import SEMANTIC_ARCHS, SemanticModule
 
-    kind = SemanticModule if hparams["net"].get("arch") in SEMANTIC_ARCHS else SegmentationModule
-    module = kind(**hparams)
+    kind = SemanticModule if hparams["net"].get("arch") in SEMANTIC_ARCHS else MaskRCNNModule
+    accepted = inspect.signature(kind).parameters
+    module = kind(**{k: v for k, v in hparams.items() if k in accepted})
     try:
         module.load_state_dict(_with_batchnorm_counters(ckpt["state_dict"], module.state_dict()))
     except RuntimeError as err:
@@ -90,7 +96,8 @@ CHOICE_BUFFERS = ("use_class_thresholds", "val_miou", "val_miou_global", "val_mi
 
 def _with_batchnorm_counters(state: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
     """Fill the BatchNorm step counters that frozen-BN (pretrained) models do not have,
-    and the threshold-choice buffers of older checkpoints.
+    and the threshold-choice buffers of older checkpoints; drop the threshold buffers
+    that older semantic checkpoints hold and the module has not.
 
     A model fine-tuned from pretrained weights uses FrozenBatchNorm2d; rebuilt without
     those weights it has BatchNorm2d, whose eval-mode output is the same but whose state
@@ -101,4 +108,6 @@ def _with_batchnorm_counters(state: dict[str, Any], own: dict[str, Any]) -> dict
         for k in own
         if k not in state and (k.endswith("num_batches_tracked") or k in CHOICE_BUFFERS)
     ]
-    return {**state, **{k: own[k] for k in missing}}
+    foreign = {k for k in THRESHOLD_BUFFERS if k in state and k not in own}
+    kept = {k: v for k, v in state.items() if k not in foreign}
+    return {**kept, **{k: own[k] for k in missing}}

@@ -22,8 +22,9 @@ from torch import Tensor, nn
 from torchvision.models import get_model, get_model_weights
 
 from fashionseg.data.targets import IGNORE_INDEX
+from fashionseg.model.base import SegmentationBase
 from fashionseg.model.builder import resolve_auto
-from fashionseg.model.module import SegmentationModule
+from fashionseg.model.module import THRESHOLD_BUFFERS
 
 SEMANTIC_ARCHS = (
     "lraspp_mobilenet_v3_large",
@@ -93,21 +94,23 @@ def build_semantic(
     return model
 
 
-class SemanticModule(SegmentationModule):
+class SemanticModule(SegmentationBase):
     """Per-pixel cross-entropy training of a torchvision segmentation model.
 
     ``net`` holds ``arch``, ``weights``, ``min_size``, ``max_size`` and ``tta_hflip``
-    (evaluation averages the logits of the photo and its mirror image); the other
-    arguments are those of :class:`SegmentationModule` (``fusion`` and the score
-    thresholds do not apply and are ignored).
+    (evaluation averages the logits of the photo and its mirror image); ``optimizer``
+    and ``scheduler`` are those of :class:`fashionseg.model.base.SegmentationBase`.
+    Pixels take the class of highest probability: there is no score threshold.
     """
 
-    uses_threshold = False
-
-    def __init__(self, task: str = "person", net: Mapping[str, Any] | None = None, **kwargs: Any):
-        kwargs.pop("thresholds", None)
-        kwargs.pop("threshold", None)
-        super().__init__(task=task, net=net, thresholds=[0.5], **kwargs)
+    def __init__(
+        self,
+        task: str = "person",
+        net: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(task, net, optimizer, scheduler)
         self.register_buffer("mean", torch.tensor(MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(3, 1, 1), persistent=False)
 
@@ -118,9 +121,11 @@ class SemanticModule(SegmentationModule):
         self.tta_hflip = bool(settings.pop("tta_hflip", False))
         return build_semantic(num_classes=self.task.num_classes, **settings)
 
-    @property
-    def score_threshold(self) -> None:
-        return None
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints written while this module inherited the Mask R-CNN one hold its
+        threshold buffers: dropped, so they resume and test (strict loading)."""
+        for key in THRESHOLD_BUFFERS:
+            checkpoint["state_dict"].pop(key, None)
 
     # ---------------------------------------------------------------- batching
     def _size(self, height: int, width: int) -> tuple[int, int]:
@@ -168,12 +173,3 @@ class SemanticModule(SegmentationModule):
         loss = self._checked_total({"loss_ce": loss}, batch_idx)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
         return loss
-
-    def validation_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> None:
-        images, targets = batch
-        for image, label_map, target in zip(
-            images, self.predict_maps(images), targets, strict=True
-        ):
-            self.val_sweep.update(label_map[None], target["semantic"])
-            if len(self._shown) < self._images_to_show():
-                self._shown.append((image.detach(), target["semantic"], label_map[None]))

@@ -1,0 +1,205 @@
+"""The small base of the LightningModules: batches in and out, metrics, logging, optimizers.
+
+:class:`SegmentationBase` knows nothing of instances or score thresholds: a model makes
+label maps (:meth:`~SegmentationBase.predict_maps` for test and predict,
+:meth:`~SegmentationBase.validation_maps` for validation, one map per column of the
+validation sweep), and the base scores them by IoU, logs ``val/*`` and ``test/*``, keeps
+validation's mIoU of the setting in use in the ``val_miou`` buffer (so in checkpoints),
+guards against NaN losses and builds the optimizer and scheduler. The siblings:
+:class:`fashionseg.model.module.SegmentationModule` (Mask R-CNN: fusion and the score
+threshold sweep) and :class:`fashionseg.model.semantic.SemanticModule` (argmax).
+TensorBoard pictures and the hparams tab are drawn by
+:class:`fashionseg.callbacks.TensorBoardPictures` from what the modules expose here
+(``last_val_result``, the maps :meth:`validation_step` returns, ``test_results``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import Container, OmegaConf
+from torch import Tensor
+
+from fashionseg.data.targets import IGNORE_INDEX
+from fashionseg.metrics import ThresholdSweep, metrics_dict, selection_miou
+from fashionseg.model.schedule import build_scheduler
+from fashionseg.tasks import get_task
+
+DEFAULT_OPTIMIZER: dict[str, Any] = {
+    "_target_": "torch.optim.SGD",
+    "lr": 1e-4,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+}
+Batch = tuple[list[Tensor], list[dict]]
+
+
+def _plain(value: Any) -> Any:
+    """Hydra/OmegaConf containers -> plain dicts and lists (checkpoints stay weights-only)."""
+    if isinstance(value, Container):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a training loss becomes NaN or infinite."""
+
+
+class SegmentationBase(L.LightningModule):
+    """What every segmentation module shares; subclasses build the network and label maps.
+
+    Args:
+        task: ``person`` or ``clothing``.
+        net: the network's settings, given to :meth:`build_net`.
+        optimizer: an optimizer config with ``_target_`` (SGD with the seed report's
+            lr 1e-4 and momentum 0.9 by default), built for the trainable parameters.
+        scheduler: see :func:`fashionseg.model.schedule.build_scheduler`.
+        **settings: the subclass's own hyper-parameters, saved after these (plain values).
+    """
+
+    def __init__(
+        self,
+        task: str = "person",
+        net: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        **settings: Any,
+    ) -> None:
+        super().__init__()
+        net, optimizer, scheduler = (_plain(x) for x in (net, optimizer, scheduler))
+        self.save_hyperparameters(
+            {
+                "task": task,
+                "net": dict(net or {}),
+                "optimizer": dict(optimizer or DEFAULT_OPTIMIZER),
+                "scheduler": dict(scheduler or {}),
+                **settings,
+            }
+        )
+        self.task = get_task(task)
+        self.net = self.build_net(self.hparams.net)
+        num_classes = self.task.num_classes
+        # validation's mIoU of the setting in use (kept in checkpoints: the best
+        # checkpoint's own validation figure, not the last epoch's, goes with its test)
+        self.register_buffer("val_miou", torch.tensor(float("nan")))
+        # pixels of data.ignore_index (IGNORE_INDEX in the targets) count in no metric
+        self.val_sweep = ThresholdSweep(
+            num_classes, self.validation_columns(), ignore_index=IGNORE_INDEX
+        )
+        self.test_scores = ThresholdSweep(num_classes, [0.5], ignore_index=IGNORE_INDEX)
+        self.test_results: dict[str, Any] | None = None
+        self.last_val_result: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------ subclass interface
+    def build_net(self, settings: Mapping[str, Any]) -> torch.nn.Module:
+        """The network for this task's classes from the ``net`` settings."""
+        raise NotImplementedError
+
+    def predict_maps(self, images: list[Tensor]) -> list[Tensor]:
+        """Label maps (H x W, each photo's own size) for a list of [0, 1] float images."""
+        raise NotImplementedError
+
+    def validation_columns(self) -> Sequence[float]:
+        """The validation sweep's columns (one label map each): a single one here."""
+        return [0.5]
+
+    def validation_maps(self, images: list[Tensor], targets: list[dict]) -> list[Tensor]:
+        """One ``[columns, H, W]`` stack of label maps per image for validation."""
+        return [label_map[None] for label_map in self.predict_maps(images)]
+
+    def validated_setting(self, result: dict[str, Any]) -> dict[str, Any]:
+        """From the validation sweep's ``result``: ``index`` (the column in use) and
+        ``val_miou`` (its mIoU over the classes present), plus what a subclass adds."""
+        return {"index": 0, "val_miou": float(selection_miou(result["confmat"]).reshape(-1)[0])}
+
+    def test_settings(self) -> dict[str, Any]:
+        """What the test label maps were made with, for :func:`fashionseg.metrics.metrics_dict`."""
+        return {}
+
+    @property
+    def score_threshold(self) -> float | None:
+        """The score threshold label maps are made at; None: pixels are labelled by argmax."""
+        return None
+
+    # ------------------------------------------------------------------ training
+    def _checked_total(self, losses: Mapping[str, Tensor], batch_idx: int) -> Tensor:
+        """The summed loss; stop at once, naming the step and terms, if it is NaN or inf.
+
+        One check of the sum (a single device sync per step); the terms are read only
+        when it fails.
+        """
+        total = sum(losses.values())
+        if torch.isfinite(total):
+            return total
+        bad = [f"{k}={v.item()}" for k, v in losses.items() if not torch.isfinite(v)]
+        bad = bad or [f"sum={total.item()}"]  # finite terms whose sum overflows
+        raise NonFiniteLossError(
+            f"non-finite training loss at step {self.global_step} "
+            f"(epoch {self.current_epoch}, batch {batch_idx}): {', '.join(bad)}"
+        )
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = instantiate(self.hparams.optimizer, params=params)
+        scheduler = build_scheduler(
+            optimizer, self.hparams.scheduler, self.trainer.estimated_stepping_batches
+        )
+        if scheduler is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # ---------------------------------------------------------------- validation
+    def validation_step(self, batch: Batch, batch_idx: int) -> list[Tensor]:
+        """Score the batch; returns its ``[columns, H, W]`` label maps (for callbacks)."""
+        images, targets = batch
+        maps = self.validation_maps(images, targets)
+        for label_maps, target in zip(maps, targets, strict=True):
+            self.val_sweep.update(label_maps, target["semantic"])
+        return maps
+
+    def on_validation_epoch_end(self) -> None:
+        result = self.val_sweep.compute()
+        self.val_sweep.reset()
+        setting = self.validated_setting(result)
+        index = setting["index"]
+        # val/miou (the checkpoints' monitor) scores the setting in use
+        self.log("val/miou", setting["val_miou"], prog_bar=True)
+        self.log("val/pixel_accuracy", result["pixel_accuracy"].reshape(-1)[index].item())
+        for name, value in zip(self.task.class_names, result["iou"][index].tolist(), strict=True):
+            self.log(f"val/iou/{name}", value)
+        if not self.trainer.sanity_checking:
+            self.val_miou.fill_(setting["val_miou"])
+        self.last_val_result = {**result, **setting}
+
+    # ---------------------------------------------------------------------- test
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        images, targets = batch
+        for label_map, target in zip(self.predict_maps(images), targets, strict=True):
+            self.test_scores.update(label_map[None], target["semantic"])
+
+    def on_test_epoch_end(self) -> None:
+        result = self.test_scores.compute()
+        self.test_scores.reset()
+        confmat = result["confmat"][0]
+        self.test_results = metrics_dict(confmat, self.task.class_names, **self.test_settings())
+        test_miou = self.test_results["miou"]
+        self.log("test/miou", float("nan") if test_miou is None else test_miou)
+        self.log("test/pixel_accuracy", float(result["pixel_accuracy"].reshape(-1)[0]))
+        for name, value in zip(self.task.class_names, result["iou"][0].tolist(), strict=True):
+            self.log(f"test/iou/{name}", value)
+
+    # ------------------------------------------------------------------- predict
+    def predict_step(self, batch: Any, batch_idx: int) -> list[Tensor]:
+        images = (
+            batch[0]
+            if isinstance(batch, tuple | list) and batch and isinstance(batch[0], list)
+            else batch
+        )
+        return self.predict_maps(list(images))
