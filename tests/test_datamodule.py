@@ -202,3 +202,14 @@ def test_ccp600_batch(ccp_module: FashionDataModule) -> None:
     images, targets = next(iter(ccp_module.dataloader("val")))
     assert len(images) == 10 and images[0].shape == (3, 600, 400)
     assert targets[0]["stem"] == ccp_module.split_stems["val"][0]
+
+
+def test_unknown_instances_mode_names_the_setting(data20: Path) -> None:
+    """One check (targets.check_instances) for the dataset and the DataModule; the
+    DataModule's message names the Hydra setting."""
+    from fashionseg.data.dataset import FashionDataset
+
+    with pytest.raises(ValueError, match=r"unknown data\.instances 'blobs': choose one of class"):
+        FashionDataModule(root=data20, task="clothing", instances="blobs")
+    with pytest.raises(ValueError, match=r"unknown instances mode 'blobs'"):
+        FashionDataset(data20, "clothing", instances="blobs")

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from fashionseg.data.dataset import FashionDataset
 from fashionseg.data.io import DataError, MaskRules, check_dataset, find_samples, raise_problems
-from fashionseg.data.targets import INSTANCE_MODES
+from fashionseg.data.targets import check_instances
 from fashionseg.data.transforms import build_train_transforms
 from fashionseg.files import write_json
 from fashionseg.tasks import Task, get_task
@@ -134,10 +134,7 @@ class FashionDataModule(L.LightningDataModule):
         super().__init__()
         task = task.name if isinstance(task, Task) else str(task)
         get_task(task)
-        if instances not in INSTANCE_MODES:
-            raise ValueError(
-                f"unknown data.instances {instances!r}: choose one of {', '.join(INSTANCE_MODES)}"
-            )
+        check_instances(instances, "data.instances")
         split = check_ratios(split)
         MaskRules(ignore_index, binary_255).check(task)
         scale_jitter = [float(s) for s in scale_jitter] if scale_jitter else None

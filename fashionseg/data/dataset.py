@@ -19,7 +19,7 @@ from fashionseg.data.io import (
     read_mask,
     size_problem,
 )
-from fashionseg.data.targets import INSTANCE_MODES, mask_to_target
+from fashionseg.data.targets import check_instances, mask_to_target
 from fashionseg.data.transforms import PairTransform, augment
 from fashionseg.tasks import Task, get_task
 
@@ -57,10 +57,7 @@ class FashionDataset(Dataset):
     ) -> None:
         self.root = Path(root)
         self.task = task if isinstance(task, Task) else get_task(task)
-        if instances not in INSTANCE_MODES:
-            raise ValueError(
-                f"unknown instances mode {instances!r}: choose one of {', '.join(INSTANCE_MODES)}"
-            )
+        check_instances(instances)
         self.rules = MaskRules(ignore_index, binary_255).check(self.task)
         samples = find_samples(self.root, self.task)
         self._ids = {s.stem: i for i, s in enumerate(samples)}

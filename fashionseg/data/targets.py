@@ -13,6 +13,14 @@ IGNORE_INDEX = 255
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
+def check_instances(instances: str, name: str = "instances mode") -> str:
+    """``instances`` if it is one of :data:`INSTANCE_MODES`, else a ``ValueError`` naming
+    the setting (``name``) and the choices."""
+    if instances not in INSTANCE_MODES:
+        raise ValueError(f"unknown {name} {instances!r}: choose one of {', '.join(INSTANCE_MODES)}")
+    return instances
+
+
 def boxes_of(masks: torch.Tensor) -> torch.Tensor:
     """Tight boxes ``(x1, y1, x2, y2)`` of N x H x W binary masks, N x 4 float32.
 
@@ -64,10 +72,7 @@ def mask_to_target(
     never an object, nor are ignored pixels (:data:`IGNORE_INDEX`): instances are built
     from the other pixels only. With no objects ``masks`` is 0 x H x W and ``boxes`` 0 x 4.
     """
-    if instances not in INSTANCE_MODES:
-        raise ValueError(
-            f"unknown instances mode {instances!r}: choose one of {', '.join(INSTANCE_MODES)}"
-        )
+    check_instances(instances)
     ids = np.asarray(mask)
     if ids.ndim != 2:
         raise ValueError(f"label map must be 2-D (H x W), got shape {tuple(ids.shape)}")
