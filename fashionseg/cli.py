@@ -31,6 +31,25 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+# the errors a user can fix, by defining module: looked up in sys.modules, so that a CLI
+# that fails on its settings never imports torch just to name the error
+USER_ERRORS = (
+    ("fashionseg.cli", "UsageError"),
+    ("fashionseg.data.io", "DataError"),
+    ("fashionseg.model.checkpoint", "CheckpointError"),
+    ("fashionseg.model.base", "NonFiniteLossError"),
+)
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is one of :data:`USER_ERRORS` (a module never imported raised none)."""
+    for module, name in USER_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and isinstance(err, cls):
+            return True
+    return False
+
+
 def user_errors(fn: F) -> F:
     """Turn the errors a user can fix into one ``error: ...`` line and exit status 2.
 
@@ -39,17 +58,14 @@ def user_errors(fn: F) -> F:
     is a bug and keeps its traceback. In a multirun the error is logged and re-raised
     so that Hydra marks that job failed and goes on with the others.
     """
-    from fashionseg.data.io import DataError
-    from fashionseg.model.checkpoint import CheckpointError
-    from fashionseg.model.module import NonFiniteLossError
-
-    expected = (DataError, CheckpointError, NonFiniteLossError, UsageError)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except expected as err:
+        except Exception as err:
+            if not is_user_error(err):
+                raise
             if _in_multirun():
                 log.error("%s", err)
                 raise  # Hydra records the failed job and runs the others

@@ -15,19 +15,20 @@ the semantic models' mirror-image averaging on or off (default: as trained).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fashionseg.cli import UsageError, run_cli, user_errors
-from fashionseg.data.datamodule import FashionDataModule
 from fashionseg.files import write_json
-from fashionseg.model.checkpoint import module_from_checkpoint, read_checkpoint
-from fashionseg.reporting.run_results import write_results
 from fashionseg.settings import check_settings
+
+if TYPE_CHECKING:  # torch and Lightning load after the settings check: fast errors
+    import lightning as L
+
+    from fashionseg.data.datamodule import FashionDataModule
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -52,6 +53,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             f"threshold={cfg.threshold} and thresholds={list(thresholds)}: give one "
             "(a fixed threshold, or a list to choose from on validation)"
         )
+    from fashionseg.data.datamodule import FashionDataModule
+    from fashionseg.model.checkpoint import module_from_checkpoint, read_checkpoint
+    from fashionseg.reporting.run_results import write_results
+
     ckpt = read_checkpoint(cfg.ckpt)
     module = module_from_checkpoint(
         ckpt,

@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from fashionseg.cli import UsageError, run_cli, user_errors
-from fashionseg.reporting.run_results import write_results
 from fashionseg.settings import check_settings
+
+if TYPE_CHECKING:  # Lightning (and torch) load after the settings check: fast errors
+    import lightning as L
 
 log = logging.getLogger(__name__)
 # checkpoints a run can continue from: the end of its last epoch, or an interruption
@@ -111,6 +112,10 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job from a composed config; return its test metrics."""
     check_settings(cfg, "train")
+    import lightning as L
+
+    from fashionseg.reporting.run_results import write_results
+
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)

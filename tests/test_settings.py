@@ -218,3 +218,34 @@ def test_a_value_the_model_refuses_is_one_line(tmp_path: Path) -> None:
         .splitlines()[-1]
         .startswith("error: unknown model.net.arch 'foo': choose one of maskrcnn_resnet50_fpn")
     )
+
+
+HEAVY = ("torch", "torchvision", "lightning")
+IMPORTS_ON_ERROR = """
+import runpy, sys
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__")
+except SystemExit as exit:
+    print(exit.code, *sorted(m for m in {heavy} if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [("fashionseg.train", ["data.batch_size=0"]), ("fashionseg.evaluate", [*EVAL, "threshold=2"])],
+)
+def test_a_settings_error_comes_before_torch_and_lightning_load(
+    tmp_path: Path, module: str, args: list[str]
+) -> None:
+    """A mistake on the command line is reported in well under a second: the CLI checks
+    the settings before it imports torch or Lightning (seconds on a small machine)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORTS_ON_ERROR.format(heavy=HEAVY), module, *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.stdout.split() == ["2"], proc.stdout + proc.stderr  # exit 2, none of HEAVY
+    assert proc.stderr.strip().startswith("error: ")
