@@ -19,6 +19,16 @@ An instance *covers* the pixels where its mask probability is ``> mask_threshold
   ``> threshold`` (or ``> class_thresholds`` of the winner's class). The threshold thus
   applies to the per-pixel confidence, not to whole instances.
 
+- ``"panoptic"`` (Panoptic FPN's heuristic fusion): start from the semantic head's
+  label map (``semantic``: its per-pixel argmax) and paint the kept instances over it as
+  ``score_order`` does (lowest to highest score, so the most confident wins), each only
+  on the pixels it covers. Pixels no kept instance covers keep the semantic label.
+- ``"semantic"``: the semantic head's label map alone; instances, ``threshold`` and
+  ``class_thresholds`` are not used (a sweep gives the same map at every threshold).
+
+The last two need ``semantic``: the head's ``[C, H, W]`` class scores or ``[H, W]``
+label map (:class:`fashionseg.model.panoptic.PanopticMaskRCNN` outputs ``sem_probs``).
+
 Implementation: for ``seed``/``score_order`` instances are visited once by descending
 score (stable). The instances kept at threshold ``t`` are exactly the first
 ``#(score > t)`` visited, so :func:`fuse_sweep` snapshots the running winner after each
@@ -32,12 +42,55 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+# the methods that fuse instances alone
 METHODS: tuple[str, ...] = ("seed", "score_order", "argmax")
+# the methods that need the semantic head's output too
+SEMANTIC_METHODS: tuple[str, ...] = ("panoptic", "semantic")
+# every method fuse() takes
+ALL_METHODS: tuple[str, ...] = METHODS + SEMANTIC_METHODS
+# the methods whose label maps do not depend on a score threshold
+THRESHOLDLESS_METHODS: tuple[str, ...] = ("semantic",)
 
 
 def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown fusion method {method!r}: choose one of {', '.join(METHODS)}")
+    if method not in ALL_METHODS:
+        raise ValueError(
+            f"unknown fusion method {method!r}: choose one of {', '.join(ALL_METHODS)}"
+        )
+
+
+def semantic_labels(semantic: Tensor | None, method: str, size: tuple[int, int]) -> Tensor | None:
+    """The semantic label map ``[H, W]`` (int64) that ``method`` starts from; None for the
+    methods that do not use one. ``semantic`` is ``[C, H, W]`` scores (argmax taken; ties
+    to the lower class) or an ``[H, W]`` label map, at the masks' size ``size``."""
+    if method not in SEMANTIC_METHODS:
+        return None
+    if semantic is None:
+        raise ValueError(
+            f"fusion method {method!r} needs the semantic head's output "
+            "(a model with model.net.semantic_head=true)"
+        )
+    if semantic.dim() == 3:
+        semantic = semantic.argmax(0)
+    if semantic.dim() != 2 or tuple(semantic.shape) != tuple(size):
+        raise ValueError(
+            f"semantic must be [C, {size[0]}, {size[1]}] or [{size[0]}, {size[1]}] "
+            f"(the masks' size), got {tuple(semantic.shape)}"
+        )
+    return semantic.to(torch.int64)
+
+
+def _paint(instance_maps: Tensor, semantic: Tensor | None) -> Tensor:
+    """Instance label maps ``[T, H, W]`` (0 where no instance) over the semantic map."""
+    if semantic is None:
+        return instance_maps
+    semantic = semantic.to(instance_maps.device)
+    return torch.where(instance_maps > 0, instance_maps, semantic[None])
+
+
+def _instance_method(method: str) -> str:
+    """The instance painting of ``method`` (panoptic paints as score_order)."""
+    return "score_order" if method == "panoptic" else method
 
 
 def _mask_probs(labels: Tensor, scores: Tensor, masks: Tensor) -> Tensor:
@@ -116,6 +169,7 @@ def fuse(
     threshold: float = 0.5,
     mask_threshold: float = 0.5,
     class_thresholds: Tensor | None = None,
+    semantic: Tensor | None = None,
 ) -> Tensor:
     """Fuse one image's instances into an int64 ``[H, W]`` label map (0 = background).
 
@@ -123,16 +177,21 @@ def fuse(
         labels: int64 ``[N]`` class ids (>= 1).
         scores: ``[N]`` detection scores.
         masks: ``[N, 1, H, W]`` or ``[N, H, W]`` mask probabilities.
-        method: one of :data:`METHODS` (see the module docstring).
+        method: one of :data:`ALL_METHODS` (see the module docstring).
         threshold: keep instances with ``score > threshold`` (``argmax``: keep pixels whose
             best ``score * mask probability`` is ``> threshold``).
         mask_threshold: an instance covers the pixels with probability ``> mask_threshold``.
         class_thresholds: optional ``[C]`` tensor indexed by class id (entry 0 unused);
             when given, an instance is kept when ``score > class_thresholds[label]`` and
             ``threshold`` is ignored.
+        semantic: the semantic head's ``[C, H, W]`` scores or ``[H, W]`` labels, needed by
+            ``panoptic`` and ``semantic`` (ignored by the other methods).
     """
     _check_method(method)
     probs = _mask_probs(labels, scores, masks)
+    base = semantic_labels(semantic, method, tuple(probs.shape[-2:]))
+    if method == "semantic":
+        return base.to(probs.device)
     if method == "argmax":
         best, label = argmax_best(labels, scores, probs, mask_threshold)
         if class_thresholds is None:
@@ -146,9 +205,14 @@ def fuse(
         class_thresholds = torch.as_tensor(class_thresholds, device=scores.device)
         kept = scores > class_thresholds.to(scores)[labels]
     maps = _winner_maps(
-        labels[kept], scores[kept], probs[kept], method, mask_threshold, [int(kept.sum())]
+        labels[kept],
+        scores[kept],
+        probs[kept],
+        _instance_method(method),
+        mask_threshold,
+        [int(kept.sum())],
     )
-    return maps[0]
+    return _paint(maps, base)[0]
 
 
 def fuse_sweep(
@@ -159,6 +223,7 @@ def fuse_sweep(
     *,
     method: str = "seed",
     mask_threshold: float = 0.5,
+    semantic: Tensor | None = None,
 ) -> Tensor:
     """Fuse at every score threshold at once: int64 ``[T, H, W]``.
 
@@ -171,14 +236,18 @@ def fuse_sweep(
     thresholds = torch.as_tensor(thresholds, device=scores.device)
     if thresholds.dim() != 1:
         raise ValueError(f"thresholds must be 1-D, got shape {tuple(thresholds.shape)}")
+    base = semantic_labels(semantic, method, tuple(probs.shape[-2:]))
     if thresholds.numel() == 0:
         return torch.zeros(0, *probs.shape[-2:], dtype=torch.int64, device=probs.device)
+    if method == "semantic":
+        return base.to(probs.device)[None].repeat(thresholds.numel(), 1, 1)
     if method == "argmax":
         best, label = argmax_best(labels, scores, probs, mask_threshold)
         keep = best[None] > thresholds.to(best)[:, None, None]
         return torch.where(keep, label[None], torch.zeros_like(label)[None])
     num_kept = (scores[None, :] > thresholds.to(scores)[:, None]).sum(dim=1).tolist()
-    return _winner_maps(labels, scores, probs, method, mask_threshold, num_kept)
+    maps = _winner_maps(labels, scores, probs, _instance_method(method), mask_threshold, num_kept)
+    return _paint(maps, base)
 
 
 def argmax_class_sweep(
@@ -209,6 +278,7 @@ def fuse_class_sweep(
     *,
     method: str = "seed",
     mask_threshold: float = 0.5,
+    semantic: Tensor | None = None,
 ) -> Tensor:
     """Label maps ``[T, H, W]`` with per-class thresholds where class ``cls`` takes each of
     ``thresholds`` and every other class its entry of ``class_thresholds [C]``.
@@ -220,8 +290,12 @@ def fuse_class_sweep(
     """
     _check_method(method)
     probs = _mask_probs(labels, scores, masks)
+    base = semantic_labels(semantic, method, tuple(probs.shape[-2:]))
     thresholds = torch.as_tensor(thresholds, device=scores.device)
     class_thresholds = torch.as_tensor(class_thresholds, device=scores.device)
+    if method == "semantic":
+        return base.to(probs.device)[None].repeat(thresholds.numel(), 1, 1)
+    method = _instance_method(method)
     if method == "argmax":
         best, label = argmax_best(labels, scores, probs, mask_threshold)
         return argmax_class_sweep(best, label, class_thresholds, cls, thresholds)
@@ -257,4 +331,4 @@ def fuse_class_sweep(
     maps = torch.empty(len(counts), height, width, dtype=torch.int64, device=device)
     for out, k in zip(maps, counts, strict=True):
         torch.index_select(label_of_key, 0, snapshots[k].view(-1), out=out.view(-1))
-    return maps
+    return _paint(maps, base)

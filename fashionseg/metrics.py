@@ -276,3 +276,87 @@ def save_confusion_png(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     return path
+
+
+# ------------------------------------------------------------------ instance AP (COCO)
+# torchmetrics' MeanAveragePrecision keys -> our names (``mask_ap``, ``box_ap50``, ...)
+AP_KEYS: dict[str, str] = {
+    "segm_map": "mask_ap",
+    "segm_map_50": "mask_ap50",
+    "segm_map_75": "mask_ap75",
+    "bbox_map": "box_ap",
+    "bbox_map_50": "box_ap50",
+    "bbox_map_75": "box_ap75",
+}
+AP_BACKENDS = ("faster_coco_eval", "pycocotools")
+
+
+def ap_backend() -> str | None:
+    """The first COCO evaluation backend that imports here (None when neither does)."""
+    import importlib.util
+
+    for name in AP_BACKENDS:
+        if importlib.util.find_spec(name) is not None:
+            return name
+    return None
+
+
+def instance_ap_metric(max_detections: int = 100) -> Metric | None:
+    """A torchmetrics ``MeanAveragePrecision`` for box and mask AP (COCO's AP over IoU
+    0.50:0.95, AP50 and AP75), or None when no COCO backend is installed.
+
+    ``max_detections`` is the largest of COCO's detection limits (100 by default).
+    """
+    from torchmetrics.detection import MeanAveragePrecision
+
+    backend = ap_backend()
+    if backend is None:
+        return None
+    limits = sorted({1, min(10, max_detections), max(1, max_detections)})
+    return MeanAveragePrecision(
+        iou_type=("bbox", "segm"), backend=backend, max_detection_thresholds=limits
+    )
+
+
+def gt_instances(
+    semantic: Tensor, num_classes: int, instances: str = "class", min_area: int = 0
+) -> dict[str, Tensor]:
+    """Ground-truth instances of an ``[H, W]`` label map for AP: ``boxes`` (x1 y1 x2 y2),
+    ``labels`` and bool ``masks``, made as training makes them
+    (:func:`fashionseg.data.targets.mask_to_target` with the run's ``data.instances``
+    mode and ``min_area``; ignored pixels belong to no instance)."""
+    from fashionseg.data.targets import mask_to_target
+
+    target = mask_to_target(semantic.cpu().numpy(), num_classes, instances, min_area)
+    return {
+        "boxes": target["boxes"],
+        "labels": target["labels"],
+        "masks": target["masks"].bool(),
+    }
+
+
+def predicted_instances(
+    output: dict[str, Tensor], mask_threshold: float = 0.5
+) -> dict[str, Tensor]:
+    """One image's Mask R-CNN detections in ``MeanAveragePrecision``'s format: masks are
+    the pixels with probability ``> mask_threshold`` (the fusion's cover rule)."""
+    masks = output["masks"]
+    if masks.dim() == 4:
+        masks = masks[:, 0]
+    return {
+        "boxes": output["boxes"].detach().float().cpu(),
+        "scores": output["scores"].detach().float().cpu(),
+        "labels": output["labels"].detach().long().cpu(),
+        "masks": (masks.detach() > mask_threshold).cpu(),
+    }
+
+
+def ap_summary(result: dict[str, Tensor]) -> dict[str, float | None]:
+    """``mask_ap``, ``mask_ap50``, ``mask_ap75``, ``box_ap``, ``box_ap50``, ``box_ap75``
+    (fractions) from ``MeanAveragePrecision.compute()``; None where COCO's evaluation has
+    no answer (it reports -1: no ground truth and no detections)."""
+    out: dict[str, float | None] = {}
+    for key, name in AP_KEYS.items():
+        value = float(result[key])
+        out[name] = None if value < 0 or math.isnan(value) else value
+    return out

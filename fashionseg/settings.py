@@ -110,6 +110,19 @@ def _check_augmentation(data: DictConfig) -> None:
             raise UsageError(f"data.{key}={shown}: need [min, max] with {need}")
 
 
+def _check_semantic_fusion(cfg: DictConfig, method: str) -> None:
+    """``panoptic``/``semantic`` fusion needs a Mask R-CNN with the semantic head."""
+    from fashionseg.fusion import SEMANTIC_METHODS
+
+    arch = _get(cfg, "model.net.arch")
+    is_maskrcnn = isinstance(arch, str) and arch.startswith("maskrcnn")
+    if method in SEMANTIC_METHODS and is_maskrcnn and not _get(cfg, "model.net.semantic_head"):
+        raise UsageError(
+            f"fusion.method={method}: needs the semantic head "
+            "(add model.net.semantic_head=true or use model=maskrcnn_panoptic)"
+        )
+
+
 def check_settings(cfg: DictConfig, cli: str) -> None:
     """Raise :class:`UsageError` for the first setting of ``cli`` (train | evaluate |
     predict) that cannot work: a missing required value, a threshold outside [0, 1], a
@@ -160,10 +173,11 @@ def check_settings(cfg: DictConfig, cli: str) -> None:
         _check_int("scheduler.warmup_steps", warmup, 0)
     method = _get(cfg, "fusion.method")
     if method is not None:
-        from fashionseg.fusion import METHODS
+        from fashionseg.fusion import ALL_METHODS
 
-        if method not in METHODS:
-            raise UsageError(f"fusion.method={method}: choose one of {', '.join(METHODS)}")
+        if method not in ALL_METHODS:
+            raise UsageError(f"fusion.method={method}: choose one of {', '.join(ALL_METHODS)}")
+        _check_semantic_fusion(cfg, method)
     schedule = _get(cfg, "scheduler.name")
     if schedule is not None:
         from fashionseg.model.schedule import SCHEDULES

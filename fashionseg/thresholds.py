@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fashionseg.fusion import argmax_best, argmax_class_sweep, fuse_class_sweep
+from fashionseg.fusion import argmax_best, argmax_class_sweep, fuse_class_sweep, semantic_labels
 from fashionseg.metrics import iou_from_confmat, present_classes, selection_miou
 
 
@@ -124,6 +124,7 @@ class CachedImage:
     crops: list[tuple[int, int, Tensor]] = field(default_factory=list)  # (y0, x0, bool crop)
     best: Tensor | None = None  # argmax: per-pixel best score * probability
     label: Tensor | None = None  # argmax: its class
+    semantic: Tensor | None = None  # panoptic/semantic: the semantic head's label map
 
     def covers(self) -> Tensor:
         """The instances' full-size bool covers ``[N, H, W]``."""
@@ -149,12 +150,28 @@ class InstanceCache:
     def clear(self) -> None:
         self.images = []
 
-    def add(self, labels: Tensor, scores: Tensor, masks: Tensor, target: Tensor) -> None:
-        """Keep one image (torchvision outputs and its ``[H, W]`` target), on the CPU."""
+    def add(
+        self,
+        labels: Tensor,
+        scores: Tensor,
+        masks: Tensor,
+        target: Tensor,
+        semantic: Tensor | None = None,
+    ) -> None:
+        """Keep one image (torchvision outputs and its ``[H, W]`` target), on the CPU.
+
+        ``semantic``: the semantic head's ``[C, H, W]`` scores or ``[H, W]`` labels, which
+        the ``panoptic`` and ``semantic`` methods need (kept as a label map)."""
         wide = target.numel() > 0 and int(target.max()) > 255
         small = target.to("cpu", torch.int64 if wide else torch.uint8)
         if masks.dim() == 4:
             masks = masks[:, 0]
+        base = semantic_labels(semantic, self.method, tuple(masks.shape[-2:]))
+        if base is not None:
+            base = base.to("cpu", torch.int64 if int(base.max()) > 255 else torch.uint8)
+        if self.method == "semantic":
+            self.images.append(CachedImage(small, semantic=base))
+            return
         if self.method == "argmax":
             best, label = argmax_best(labels, scores, masks, self.mask_threshold)
             label = label.to("cpu", torch.uint8)
@@ -171,7 +188,9 @@ class InstanceCache:
                 continue
             y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
             crops.append((y0, x0, cover[y0:y1, x0:x1].clone()))
-        self.images.append(CachedImage(small, labels=labels, scores=scores, crops=crops))
+        self.images.append(
+            CachedImage(small, labels=labels, scores=scores, crops=crops, semantic=base)
+        )
 
     def class_sweep(
         self, image: CachedImage, class_thresholds: Tensor, cls: int, thresholds: Tensor
@@ -179,6 +198,9 @@ class InstanceCache:
         """``[T, H, W]`` maps of one cached image (see :func:`fashionseg.fusion.fuse_class_sweep`)."""
         if self.method == "argmax":
             return argmax_class_sweep(image.best, image.label, class_thresholds, cls, thresholds)
+        if self.method == "semantic":
+            count = torch.as_tensor(thresholds).numel()
+            return image.semantic.to(torch.int64)[None].repeat(count, 1, 1)
         return fuse_class_sweep(
             image.labels,
             image.scores,
@@ -188,6 +210,7 @@ class InstanceCache:
             thresholds,
             method=self.method,
             mask_threshold=0.5,
+            semantic=image.semantic,
         )
 
 

@@ -99,7 +99,7 @@ CASES = [
     (
         "train",
         [*DATA, "fusion.method=foo"],
-        "fusion.method=foo: choose one of seed, score_order, argmax",
+        "fusion.method=foo: choose one of seed, score_order, argmax, panoptic, semantic",
     ),
     (
         "train",
@@ -121,8 +121,8 @@ CASES = [
         "train",
         [*DATA, "model=nope"],
         "model=nope: In 'train': Could not find 'model/nope' (options: deeplabv3, "
-        "lraspp_mobilenet, maskrcnn_mobilenet, maskrcnn_r18_fpn, maskrcnn_r50_fpn, "
-        "maskrcnn_r50_fpn_v2)",
+        "lraspp_mobilenet, maskrcnn_mobilenet, maskrcnn_panoptic, maskrcnn_r18_fpn, "
+        "maskrcnn_r50_fpn, maskrcnn_r50_fpn_v2)",
     ),
     (
         "train",

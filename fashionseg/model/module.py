@@ -11,14 +11,23 @@ loads with ``torch.load(..., weights_only=True)`` and carries its threshold alon
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from fashionseg.fusion import METHODS, fuse, fuse_sweep
-from fashionseg.metrics import ThresholdSweep
+from fashionseg.data.targets import INSTANCE_MODES
+from fashionseg.fusion import ALL_METHODS, SEMANTIC_METHODS, THRESHOLDLESS_METHODS, fuse, fuse_sweep
+from fashionseg.metrics import (
+    AP_KEYS,
+    ThresholdSweep,
+    ap_summary,
+    gt_instances,
+    instance_ap_metric,
+    predicted_instances,
+)
 from fashionseg.model.base import Batch, NonFiniteLossError, SegmentationBase, _plain
 from fashionseg.model.builder import build_maskrcnn
 from fashionseg.thresholds import InstanceCache, ThresholdChoice, choose
@@ -27,6 +36,7 @@ __all__ = ["NonFiniteLossError", "SegmentationModule", "MaskRCNNModule", "THRESH
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 TARGET_KEYS = ("boxes", "labels", "masks")
+log = logging.getLogger(__name__)
 # the buffers of validation's threshold choice (checkpoints of argmax models made before
 # the modules were siblings hold them too: loading drops them there)
 THRESHOLD_BUFFERS = (
@@ -51,15 +61,19 @@ class MaskRCNNModule(SegmentationBase):
         net: keyword arguments of :func:`fashionseg.model.builder.build_maskrcnn`
             (``num_classes`` comes from the task).
         optimizer, scheduler: see :class:`fashionseg.model.base.SegmentationBase`.
-        fusion: ``method`` (seed | score_order | argmax), ``mask_threshold`` and
-            ``per_class_thresholds`` (search per-class thresholds on validation and use
-            them where they beat the global one there: :mod:`fashionseg.thresholds`).
+        fusion: ``method`` (seed | score_order | argmax | panoptic | semantic: see
+            :mod:`fashionseg.fusion`; the last two need ``net.semantic_head``),
+            ``mask_threshold`` and ``per_class_thresholds`` (search per-class thresholds
+            on validation and use them where they beat the global one there:
+            :mod:`fashionseg.thresholds`).
         thresholds: score thresholds swept at every validation epoch.
         threshold: a fixed score threshold overriding the one chosen on validation.
+        ap: score mask and box AP (COCO, :func:`fashionseg.metrics.instance_ap_metric`) on
+            the test split.
+        instances, min_area: how AP's ground-truth instances are derived from the label
+            maps (the run's ``data.instances`` and ``data.min_area``:
+            :func:`fashionseg.data.targets.mask_to_target`).
     """
-
-    # label maps depend on a score threshold (swept on validation, stored, shown)
-    uses_threshold = True
 
     def __init__(
         self,
@@ -70,6 +84,9 @@ class MaskRCNNModule(SegmentationBase):
         fusion: Mapping[str, Any] | None = None,
         thresholds: Sequence[float] | None = None,
         threshold: float | None = None,
+        ap: bool = True,
+        instances: str = "class",
+        min_area: int = 0,
     ) -> None:
         fusion, thresholds = _plain(fusion), _plain(thresholds)
         fusion = {
@@ -79,9 +96,19 @@ class MaskRCNNModule(SegmentationBase):
             **(fusion or {}),
         }
         fusion.pop("thresholds", None)  # the swept list is its own argument
-        if fusion["method"] not in METHODS:
+        if fusion["method"] not in ALL_METHODS:
             raise ValueError(
-                f"unknown fusion.method {fusion['method']!r}: choose one of {', '.join(METHODS)}"
+                f"unknown fusion.method {fusion['method']!r}: choose one of "
+                f"{', '.join(ALL_METHODS)}"
+            )
+        if fusion["method"] in SEMANTIC_METHODS and not (_plain(net) or {}).get("semantic_head"):
+            raise ValueError(
+                f"fusion.method={fusion['method']} needs the semantic head: set "
+                "model.net.semantic_head=true (or use model=maskrcnn_panoptic)"
+            )
+        if instances not in INSTANCE_MODES:
+            raise ValueError(
+                f"unknown instances mode {instances!r}: choose one of {', '.join(INSTANCE_MODES)}"
             )
         thresholds = sorted(float(t) for t in (thresholds or DEFAULT_THRESHOLDS))
         super().__init__(
@@ -92,6 +119,9 @@ class MaskRCNNModule(SegmentationBase):
             fusion=fusion,
             thresholds=thresholds,
             threshold=threshold,
+            ap=bool(ap),
+            instances=instances,
+            min_area=int(min_area),
         )
         num_classes = self.task.num_classes
         self.register_buffer("best_threshold", torch.tensor(0.5))
@@ -102,6 +132,18 @@ class MaskRCNNModule(SegmentationBase):
         self.register_buffer("val_miou_per_class", torch.tensor(float("nan")))
         self.register_buffer("sweep_thresholds", torch.tensor(thresholds), persistent=False)
         self._cache = InstanceCache(fusion["method"], fusion["mask_threshold"], min(thresholds))
+        self.test_ap: Any = None  # the test stage's MeanAveragePrecision (made per test)
+
+    @property
+    def uses_threshold(self) -> bool:
+        """Whether label maps depend on a score threshold (swept on validation, stored,
+        shown): every fusion but ``semantic``."""
+        return self.hparams.fusion["method"] not in THRESHOLDLESS_METHODS
+
+    @property
+    def has_semantic_head(self) -> bool:
+        """Whether the network has Panoptic FPN's semantic head (``net.semantic_head``)."""
+        return bool(self.hparams.net.get("semantic_head", False))
 
     def build_net(self, settings: Mapping[str, Any]) -> torch.nn.Module:
         return build_maskrcnn(num_classes=self.task.num_classes, **settings)
@@ -122,12 +164,17 @@ class MaskRCNNModule(SegmentationBase):
             threshold=self.score_threshold,
             mask_threshold=fusion["mask_threshold"],
             class_thresholds=self.active_class_thresholds,
+            semantic=output.get("sem_probs"),
         )
 
     @property
     def per_class_search(self) -> bool:
         """Whether validation searches per-class thresholds (asked for, not overridden)."""
-        return bool(self.hparams.fusion["per_class_thresholds"]) and self.hparams.threshold is None
+        return (
+            bool(self.hparams.fusion["per_class_thresholds"])
+            and self.hparams.threshold is None
+            and self.uses_threshold
+        )
 
     @property
     def active_class_thresholds(self) -> Tensor | None:
@@ -141,8 +188,11 @@ class MaskRCNNModule(SegmentationBase):
         return [self.fuse_outputs(output) for output in self.net(images)]
 
     @property
-    def score_threshold(self) -> float:
-        """The global score threshold in use: the override, else the validated one."""
+    def score_threshold(self) -> float | None:
+        """The global score threshold in use: the override, else the validated one; None
+        for the ``semantic`` fusion (pixels labelled by the head's argmax)."""
+        if not self.uses_threshold:
+            return None
         if self.hparams.threshold is not None:
             return float(self.hparams.threshold)
         return round(float(self.best_threshold), 6)
@@ -150,7 +200,8 @@ class MaskRCNNModule(SegmentationBase):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         images, targets = batch
-        losses = self.net(images, [{k: t[k] for k in TARGET_KEYS} for t in targets])
+        keys = (*TARGET_KEYS, "semantic") if self.has_semantic_head else TARGET_KEYS
+        losses = self.net(images, [{k: t[k] for k in keys} for t in targets])
         total = self._checked_total(losses, batch_idx)
         batch_size = len(images)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size)
@@ -159,11 +210,13 @@ class MaskRCNNModule(SegmentationBase):
 
     # ---------------------------------------------------------------- validation
     def validation_columns(self) -> Sequence[float]:
-        """The swept score thresholds."""
-        return self.hparams.thresholds
+        """The swept score thresholds (one column for the thresholdless ``semantic``)."""
+        return self.hparams.thresholds if self.uses_threshold else [0.5]
 
     def validation_maps(self, images: list[Tensor], targets: list[dict]) -> list[Tensor]:
         """Label maps at every swept threshold; instances kept for the per-class search."""
+        if not self.uses_threshold:
+            return super().validation_maps(images, targets)
         fusion = self.hparams.fusion
         maps = []
         for output, target in zip(self.net(images), targets, strict=True):
@@ -175,16 +228,23 @@ class MaskRCNNModule(SegmentationBase):
                     self.sweep_thresholds,
                     method=fusion["method"],
                     mask_threshold=fusion["mask_threshold"],
+                    semantic=output.get("sem_probs"),
                 )
             )
             if self.per_class_search:
                 self._cache.add(
-                    output["labels"], output["scores"], output["masks"], target["semantic"]
+                    output["labels"],
+                    output["scores"],
+                    output["masks"],
+                    target["semantic"],
+                    output.get("sem_probs"),
                 )
         return maps
 
     def validated_setting(self, result: dict[str, Any]) -> dict[str, Any]:
         """Choose the threshold(s) on this validation, log the sweep, keep the choice."""
+        if not self.uses_threshold:
+            return super().validated_setting(result)
         choice = self.choose_thresholds(result["confmat"])
         self._cache.clear()
         thresholds = self.hparams.thresholds
@@ -250,12 +310,64 @@ class MaskRCNNModule(SegmentationBase):
 
     # ---------------------------------------------------------------------- test
     def test_settings(self) -> dict[str, Any]:
+        if not self.uses_threshold:
+            return {}
         class_thresholds = self.active_class_thresholds
         return {
             "threshold": self.score_threshold,
             "class_thresholds": None if class_thresholds is None else _rounded(class_thresholds),
             "threshold_choice": self.threshold_choice(),
         }
+
+    def on_test_epoch_start(self) -> None:
+        self.test_ap = None
+        if not self.hparams.ap:
+            return
+        limit = int(self.hparams.net.get("box_detections_per_img", 100))
+        self.test_ap = instance_ap_metric(max(100, limit))
+        if self.test_ap is None:
+            log.warning(
+                "no COCO evaluation backend (faster-coco-eval or pycocotools) is installed: "
+                "mask and box AP are not computed (pip install faster-coco-eval)"
+            )
+            return
+        self.test_ap = self.test_ap.to(self.device)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        """Score the fused label maps by IoU and, with ``ap``, the instances by AP."""
+        images, targets = batch
+        with torch.no_grad():
+            outputs = self.net(images)
+        for output, target in zip(outputs, targets, strict=True):
+            self.test_scores.update(self.fuse_outputs(output)[None], target["semantic"])
+        if self.test_ap is None:
+            return
+        hp = self.hparams
+        mask_threshold = hp.fusion["mask_threshold"]
+        preds = [predicted_instances(o, mask_threshold) for o in outputs]
+        truth = [
+            gt_instances(t["semantic"], self.task.num_classes, hp.instances, hp.min_area)
+            for t in targets
+        ]
+        self.test_ap.update(preds, truth)
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        if self.test_ap is None:
+            return
+        coco_log = logging.getLogger("faster_coco_eval")
+        level = coco_log.level
+        coco_log.setLevel(logging.WARNING)  # its summary table at INFO: ours is logged below
+        try:
+            summary = ap_summary(self.test_ap.compute())
+        finally:
+            coco_log.setLevel(level)
+        self.test_ap = None
+        if self.test_results is not None:
+            self.test_results["ap"] = summary
+        for name in AP_KEYS.values():
+            value = summary[name]
+            self.log(f"test/{name}", float("nan") if value is None else value)
 
 
 # the name configs (``_target_``), checkpoints' code and the tests have always used

@@ -34,6 +34,7 @@ ROWS = {
     "ccp_improved": "improved Mask R-CNN (components, score order, per-class thr., aug., AdamW)",
     "ccp_semantic": "semantic baseline (LRASPP MobileNetV3, cross-entropy)",
     "ccp_semantic_plus": "semantic + random crops, 384x256, 35 epochs, flip TTA",
+    "ccp_panoptic": "Panoptic FPN: improved Mask R-CNN + semantic FPN head, panoptic fusion",
 }
 TASKS = ("person", "clothing")
 # Extra overrides of one row on one task, each with its measured reason.
