@@ -20,6 +20,12 @@ line cut off by a kill is ignored on reading (a file it would have covered was n
 yet). Each run starts by rewriting the log compactly (one line per existing file, O(n)
 once) and deleting predict's leftover temporary files.
 
+Several processes (``hardware=ddp``/``ddp_cpu``) never write to one file: process 0
+writes the record, process ``k`` its own ``.fashionseg-predict.rank<k>.jsonl`` beside it
+(lines without a header). Reading merges them; the first process folds them into the
+record when every process has finished, and the next run's compaction does it if a run
+was killed first.
+
 Rules (each a one-line :class:`~fashionseg.cli.UsageError` before anything is written):
 
 - a folder holding anything predict did not record (photos, a dataset's masks, folders,
@@ -37,6 +43,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +54,7 @@ from fashionseg.cli import UsageError
 from fashionseg.files import is_temp_of, write_text
 
 MANIFEST = ".fashionseg-predict.jsonl"
+_RANK_LOG = re.compile(r"\.fashionseg-predict\.rank([1-9][0-9]*)\.jsonl")
 FORMAT_VERSION = 1
 OS_CLUTTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 _SHOWN = 3  # foreign files named in an error
@@ -104,12 +112,25 @@ def _plain_name(name: Any) -> bool:
     return isinstance(name, str) and name == Path(name).name and not name.startswith(".")
 
 
-def read_manifest(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """The header and ``{file name: photo}`` of a manifest (later lines win).
+def rank_log(rank: int) -> str:
+    """The name of the record process ``rank`` (> 0) of a multi-process run appends to."""
+    if rank < 1:
+        raise ValueError(f"rank {rank}: process 0 writes {MANIFEST} itself")
+    return f".fashionseg-predict.rank{rank}.jsonl"
 
-    Lines that are not JSON (a line cut off by a kill) or that name something predict
-    cannot have written are ignored: the files they would cover count as foreign.
-    """
+
+def rank_logs(folder: Path) -> list[Path]:
+    """The per-process records in ``folder``, by rank (none when it cannot be listed)."""
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
+    found = [(int(m.group(1)), e) for e in entries if (m := _RANK_LOG.fullmatch(e))]
+    return [folder / name for _, name in sorted(found)]
+
+
+def _records(path: Path) -> list[Any]:
+    """The JSON values of a record's lines; a line that is not JSON (cut off) is left out."""
     try:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as err:
@@ -120,23 +141,51 @@ def read_manifest(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             continue
+    return records
+
+
+def _file_records(records: Iterable[Any]) -> dict[str, str]:
+    return {
+        r["file"]: r["photo"]
+        for r in records
+        if isinstance(r, dict) and _plain_name(r.get("file")) and isinstance(r.get("photo"), str)
+    }
+
+
+def read_manifest(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The header and ``{file name: photo}`` of a manifest (later lines win).
+
+    Lines that are not JSON (a line cut off by a kill) or that name something predict
+    cannot have written are ignored: the files they would cover count as foreign.
+    """
+    records = _records(path)
     header = records[0] if records and isinstance(records[0], dict) else {}
     if header.get("fashionseg_predict") != FORMAT_VERSION:
         raise UsageError(
             f"{path}: not a record predict can read, so it cannot tell which files here it "
             "wrote; choose a new or empty output folder"
         )
-    files = {
-        r["file"]: r["photo"]
-        for r in records[1:]
-        if isinstance(r, dict) and _plain_name(r.get("file")) and isinstance(r.get("photo"), str)
-    }
+    return header, _file_records(records[1:])
+
+
+def read_records(folder: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """:func:`read_manifest` of ``folder``'s record merged with its per-process records
+    (:func:`rank_log`); ``({}, {})`` when there is no record."""
+    if not (folder / MANIFEST).is_file():
+        return {}, {}
+    header, files = read_manifest(folder / MANIFEST)
+    for log in rank_logs(folder):
+        files.update(_file_records(_records(log)))
     return header, files
 
 
 def _is_our_temp(entry: str, recorded: Iterable[str]) -> bool:
     """A temporary file predict made for a recorded output or for its record."""
     return entry.startswith(".") and any(is_temp_of(entry, n) for n in (*recorded, MANIFEST))
+
+
+def _is_rank_log(entry: str) -> bool:
+    return _RANK_LOG.fullmatch(entry) is not None
 
 
 def _describe(source: dict[str, Any]) -> str:
@@ -157,6 +206,26 @@ class PredictFolder:
         self.files = files  # name -> photo it was made from (resolved path)
         self._log: IO[str] | None = None
 
+    @staticmethod
+    def check(
+        path: str | Path,
+        source: dict[str, Any],
+        photos: Iterable[PhotoOutputs],
+        overwrite: bool = False,
+    ) -> dict[str, str]:
+        """The rules (module docstring) without changing anything: UsageError when the
+        folder cannot be used; else ``{file name: photo}`` of everything recorded there."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{path}: the output is not a folder")
+        files: dict[str, str] = {}
+        if path.is_dir():
+            header, files = read_records(path)
+            _refuse_foreign(path, files)
+            if not overwrite:
+                _refuse_replacing(path, header, source, files, photos)
+        return files
+
     @classmethod
     def open(
         cls,
@@ -171,19 +240,39 @@ class PredictFolder:
         describes the model (``ckpt``, ``task``, ``threshold``); it is recorded.
         """
         path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise UsageError(f"{path}: the output is not a folder")
-        files: dict[str, str] = {}
-        header: dict[str, Any] = {}
-        if path.is_dir():
-            if (path / MANIFEST).is_file():
-                header, files = read_manifest(path / MANIFEST)
-            _refuse_foreign(path, files)
-            if not overwrite:
-                _refuse_replacing(path, header, source, files, photos)
+        files = cls.check(path, source, photos, overwrite=overwrite)
         folder = cls(path, {n: p for n, p in files.items() if (path / n).is_file()})
         folder._start(source, recorded=set(files))
         return folder
+
+    @classmethod
+    def recorded(cls, path: str | Path) -> PredictFolder:
+        """The folder as its records (merged) describe it, read-only: for :meth:`done`."""
+        path = Path(path)
+        _, files = read_records(path)
+        return cls(path, {n: p for n, p in files.items() if (path / n).is_file()})
+
+    @classmethod
+    def attach(cls, path: str | Path, rank: int) -> PredictFolder:
+        """Process ``rank`` (> 0) of a run whose process 0 has :meth:`open`-ed the folder:
+        it records the files it writes in its own :func:`rank_log`."""
+        folder = cls.recorded(path)
+        try:
+            folder._log = open(folder.path / rank_log(rank), "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as err:
+            raise UsageError(f"{folder.path}: cannot write here ({err.strerror})") from None
+        return folder
+
+    @classmethod
+    def merge_rank_logs(cls, path: str | Path) -> None:
+        """Fold the per-process records into the record (process 0, once every process of
+        the run has closed its folder); nothing to do for a single process."""
+        path = Path(path)
+        if not rank_logs(path):
+            return
+        header, files = read_records(path)
+        folder = cls(path, {n: p for n, p in files.items() if (path / n).is_file()})
+        folder._rewrite(header)
 
     def _start(self, source: dict[str, Any], recorded: set[str]) -> None:
         """Create the folder, delete leftover temporary files, rewrite the record compactly."""
@@ -192,12 +281,18 @@ class PredictFolder:
             for entry in os.listdir(self.path):
                 if _is_our_temp(entry, recorded):
                     (self.path / entry).unlink()  # a file a killed run left half-written
-            header = {"fashionseg_predict": FORMAT_VERSION, **source}
-            records = [header] + [{"file": n, "photo": p} for n, p in sorted(self.files.items())]
-            write_text(self.path / MANIFEST, "".join(map(_line, records)))
+            self._rewrite({"fashionseg_predict": FORMAT_VERSION, **source})
             self._log = open(self.path / MANIFEST, "a", encoding="utf-8")  # noqa: SIM115
         except OSError as err:
             raise UsageError(f"{self.path}: cannot write here ({err.strerror})") from None
+
+    def _rewrite(self, header: dict[str, Any]) -> None:
+        """The record, one line per file of :attr:`files`; then the per-process records
+        (folded into it) are deleted."""
+        records = [header] + [{"file": n, "photo": p} for n, p in sorted(self.files.items())]
+        write_text(self.path / MANIFEST, "".join(map(_line, records)))
+        for log in rank_logs(self.path):
+            log.unlink()
 
     def done(self, outputs: PhotoOutputs) -> bool:
         """Both outputs exist and were written for this photo."""
@@ -249,6 +344,7 @@ def _refuse_foreign(path: Path, files: dict[str, str]) -> None:
         if entry not in OS_CLUTTER
         and not (entry in ours and (path / entry).is_file() and not (path / entry).is_symlink())
         and not _is_our_temp(entry, files)
+        and not (_is_rank_log(entry) and (path / MANIFEST).is_file())
     )
     if foreign:
         more = f" and {len(foreign) - _SHOWN} more" if len(foreign) > _SHOWN else ""
