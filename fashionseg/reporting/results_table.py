@@ -94,6 +94,17 @@ def _thresholds(metrics: dict[str, Any]) -> str:
     return f"{metrics['threshold']:.2f}"
 
 
+def _ap(metrics: dict[str, Any], kind: str) -> str:
+    """``kind`` (mask | box) AP with AP50/AP75 in %, e.g. ``12.3 (30.1/9.8)``; ``-`` for
+    rows without AP (semantic models, runs from before AP was scored)."""
+    ap = metrics.get("ap") or {}
+    values = [ap.get(f"{kind}_ap{suffix}") for suffix in ("", "50", "75")]
+    if values[0] is None:
+        return "-"
+    low = "/".join(format_percent(v, 1, missing="-") for v in values[1:])
+    return f"{format_percent(values[0], 1)} ({low})"
+
+
 def table(out: Path, rows: list[str], tasks: list[str], data: str | None) -> str:
     """The Markdown results table (one section per task) from the rows' run directories."""
     lines: list[str] = []
@@ -104,15 +115,16 @@ def table(out: Path, rows: list[str], tasks: list[str], data: str | None) -> str
             "",
             "| row | "
             + " | ".join(names)
-            + " | mIoU | pixel acc. | threshold | train time | trained on |",
-            "|---|" + "---:|" * (len(names) + 4) + "---|",
+            + " | mIoU | pixel acc. | threshold | mask AP (50/75) | box AP (50/75) "
+            "| train time | trained on |",
+            "|---|" + "---:|" * (len(names) + 6) + "---|",
         ]
         commands = []
         for row in rows:
             run_dir = out / f"{task}-{row}"
             metrics_path = run_dir / "metrics.json"
             if not metrics_path.is_file():
-                lines.append(f"| {row} | " + " | ".join(["not run"] * (len(names) + 5)) + " |")
+                lines.append(f"| {row} | " + " | ".join(["not run"] * (len(names) + 7)) + " |")
                 continue
             m = json.loads(metrics_path.read_text())
             timing_path = run_dir / "report_timing.json"
@@ -121,11 +133,16 @@ def table(out: Path, rows: list[str], tasks: list[str], data: str | None) -> str
             ious = " | ".join(format_percent(m["iou"][n], 1) for n in names)
             lines.append(
                 f"| {row} | {ious} | **{format_percent(m['miou'], 1)}** | {format_percent(m['pixel_accuracy'], 1)} | "
-                f"{_thresholds(m)} | {minutes} | {timing.get('hardware', 'n/a')} |"
+                f"{_thresholds(m)} | {_ap(m, 'mask')} | {_ap(m, 'box')} | {minutes} | "
+                f"{timing.get('hardware', 'n/a')} |"
             )
             commands.append(f"- {row}: `{' '.join(row_command(row, task, data))}`")
         lines += ["", *commands, ""]
-    lines.append("IoU in %, test split; train time is wall time (training, validation, test).")
+    lines.append(
+        "IoU in %, test split; mask and box AP: COCO AP over IoU 0.50:0.95 (AP50/AP75) in % "
+        "of the Mask R-CNN's instances against the label maps' own instances (the row's "
+        "data.instances), test split; train time is wall time (training, validation, test)."
+    )
     lines += ["", "Rows:", *[f"- {r}: {ROWS.get(r, r)}" for r in rows]]
     return "\n".join(lines) + "\n"
 

@@ -1,0 +1,350 @@
+"""Panoptic FPN: the semantic head, its joint loss, the panoptic/semantic fusions, checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import TINY
+from omegaconf import OmegaConf
+
+from fashionseg.cli import UsageError
+from fashionseg.data.targets import IGNORE_INDEX
+from fashionseg.fusion import fuse, fuse_class_sweep, fuse_sweep
+from fashionseg.model.builder import build_maskrcnn
+from fashionseg.model.checkpoint import load_module
+from fashionseg.model.module import MaskRCNNModule
+from fashionseg.model.panoptic import PanopticMaskRCNN, SemanticFPNHead
+from fashionseg.settings import check_settings
+from fashionseg.thresholds import InstanceCache
+
+ODD_SIZES = [(37, 53), (64, 48)]
+
+
+def _net(arch: str, num_classes: int = 3, **kwargs: object) -> PanopticMaskRCNN:
+    torch.manual_seed(0)
+    settings = {"min_size": 48, "max_size": 64, "semantic_head": True, **kwargs}
+    return build_maskrcnn(arch, num_classes=num_classes, weights="none", **settings)
+
+
+def _target(height: int, width: int, num_classes: int = 3) -> dict[str, torch.Tensor]:
+    semantic = torch.zeros(height, width, dtype=torch.int64)
+    semantic[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 1
+    semantic[: height // 5, :] = num_classes - 1
+    masks = (semantic == 1)[None].to(torch.uint8)
+    box = [width // 4, height // 4, 3 * width // 4, 3 * height // 4]
+    return {
+        "boxes": torch.tensor([box], dtype=torch.float32),
+        "labels": torch.tensor([1]),
+        "masks": masks,
+        "semantic": semantic,
+    }
+
+
+# ------------------------------------------------------------------------------ head
+@pytest.mark.parametrize(
+    ("arch", "levels", "stride"),
+    [
+        ("maskrcnn_resnet18_fpn", ["0", "1", "2", "3"], 4),
+        ("maskrcnn_mobilenet_v3_large_fpn", ["0", "1"], None),
+    ],
+)
+def test_head_outputs_probabilities_at_each_photos_own_size(
+    arch: str, levels: list[str], stride: int | None
+) -> None:
+    net = _net(arch).eval()
+    assert isinstance(net, PanopticMaskRCNN)
+    head = net.semantic_head
+    assert head.levels == levels  # the max-pooled extra level is left out
+    if stride is not None:
+        assert head.common_stride == stride
+    with torch.no_grad():
+        out = net([torch.rand(3, h, w) for h, w in ODD_SIZES])
+    for output, (h, w) in zip(out, ODD_SIZES, strict=True):
+        probs = output["sem_probs"]
+        assert probs.shape == (3, h, w)
+        assert torch.allclose(probs.sum(0), torch.ones(h, w), atol=1e-5)
+        assert {"boxes", "labels", "scores", "masks"} <= set(output)
+
+
+@pytest.mark.parametrize("arch", ["maskrcnn_resnet18_fpn", "maskrcnn_mobilenet_v3_large_fpn"])
+def test_head_logits_are_at_the_finest_fpn_stride(arch: str) -> None:
+    net = _net(arch).eval()
+    with torch.no_grad():
+        features = net.backbone(torch.rand(2, 3, 64, 96))
+        logits = net.semantic_head(features)
+    stride = net.semantic_head.common_stride
+    assert logits.shape == (2, 3, 64 // stride, 96 // stride)
+    finest = features[net.semantic_head.finest]
+    assert finest.shape[-2:] == logits.shape[-2:]
+
+
+def test_head_needs_power_of_two_strides() -> None:
+    with pytest.raises(ValueError, match="power-of-two"):
+        SemanticFPNHead(8, {"0": 4, "1": 12}, 2, channels=8)
+
+
+# ------------------------------------------------------------------------ joint loss
+@pytest.mark.parametrize("arch", ["maskrcnn_resnet18_fpn", "maskrcnn_mobilenet_v3_large_fpn"])
+def test_joint_loss_dict_has_the_five_losses_and_the_semantic_one(arch: str) -> None:
+    net = _net(arch).train()
+    images = [torch.rand(3, h, w) for h, w in ODD_SIZES]
+    losses = net(images, [_target(h, w) for h, w in ODD_SIZES])
+    assert set(losses) == {
+        "loss_classifier",
+        "loss_box_reg",
+        "loss_mask",
+        "loss_objectness",
+        "loss_rpn_box_reg",
+        "loss_semantic",
+    }
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss_semantic"].backward()
+    grad = net.semantic_head.predictor.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def _semantic_loss(net: PanopticMaskRCNN, image: torch.Tensor, semantic: torch.Tensor) -> tuple:
+    """(loss_semantic, the head's logits at the input size) for one unresized image."""
+    captured = {}
+    hook = net.semantic_head.register_forward_hook(lambda m, i, o: captured.update(out=o))
+    target = {**_target(*semantic.shape), "semantic": semantic}
+    torch.manual_seed(0)
+    loss = net([image], [target])["loss_semantic"]
+    hook.remove()
+    size = tuple(semantic.shape)
+    logits = F.interpolate(captured["out"], size=size, mode="bilinear", align_corners=False)
+    return loss, logits
+
+
+def test_semantic_loss_ignores_ignore_index_pixels_and_takes_its_weight() -> None:
+    # a 64x64 photo at min_size = max_size = 64: no resize and no padding
+    net = _net("maskrcnn_resnet18_fpn", min_size=64, max_size=64).train()
+    image = torch.rand(3, 64, 64)
+    full = torch.randint(0, 3, (64, 64))
+    ignored = full.clone()
+    ignored[:, :40] = IGNORE_INDEX
+    loss, logits = _semantic_loss(net, image, ignored)
+    expected = F.cross_entropy(logits[0][:, :, 40:][None], full[None, :, 40:])
+    assert torch.allclose(loss, expected, atol=1e-5)
+    everywhere = F.cross_entropy(logits, full[None])
+    assert not torch.allclose(loss, everywhere, atol=1e-4)
+    # every pixel ignored: zero loss, still finite
+    nothing, _ = _semantic_loss(net, image, torch.full((64, 64), IGNORE_INDEX))
+    assert float(nothing.detach()) == 0.0
+    half = _net("maskrcnn_resnet18_fpn", min_size=64, max_size=64, semantic_loss_weight=0.5)
+    half.load_state_dict(net.state_dict())
+    halved, _ = _semantic_loss(half.train(), image, ignored)
+    assert torch.allclose(halved, loss * 0.5, atol=1e-5)
+
+
+def test_training_needs_the_semantic_map() -> None:
+    net = _net("maskrcnn_mobilenet_v3_large_fpn").train()
+    target = {k: v for k, v in _target(37, 53).items() if k != "semantic"}
+    with pytest.raises(ValueError, match="semantic"):
+        net([torch.rand(3, 37, 53)], [target])
+
+
+# ---------------------------------------------------------------------------- fusion
+def _scene() -> tuple[torch.Tensor, ...]:
+    """A 4x6 semantic map (class 1 everywhere, class 3 in the last column) and two
+    class-2 instances: A (score 0.9) confident on the top-left 2x2, B (score 0.4)
+    confident on rows 2-3, columns 0-3, overlapping A nowhere; A's mask is 0.3 elsewhere."""
+    semantic = torch.ones(4, 6, dtype=torch.int64)
+    semantic[:, 5] = 3
+    probs = torch.full((2, 4, 6), 0.3)
+    probs[0, :2, :2] = 0.8
+    probs[1] = 0.1
+    probs[1, 2:, :4] = 0.7
+    labels = torch.tensor([2, 2])
+    scores = torch.tensor([0.9, 0.4])
+    return labels, scores, probs, semantic
+
+
+def test_panoptic_paints_instances_above_threshold_only_where_confident() -> None:
+    labels, scores, probs, semantic = _scene()
+    out = fuse(labels, scores, probs, method="panoptic", threshold=0.5, semantic=semantic)
+    expected = semantic.clone()
+    expected[:2, :2] = 2  # A passes the threshold: its confident pixels only
+    assert torch.equal(out, expected)
+    low = fuse(labels, scores, probs, method="panoptic", threshold=0.3, semantic=semantic)
+    expected[2:, :4] = 2  # B passes too
+    assert torch.equal(low, expected)
+    high = fuse(labels, scores, probs, method="panoptic", threshold=0.95, semantic=semantic)
+    assert torch.equal(high, semantic)  # nobody passes: the semantic map
+    # class scores [C, H, W] work as the semantic input too (their argmax)
+    scores_map = F.one_hot(semantic, 4).permute(2, 0, 1).float()
+    same = fuse(labels, scores, probs, method="panoptic", threshold=0.5, semantic=scores_map)
+    assert torch.equal(same, out)
+
+
+def test_panoptic_most_confident_instance_wins_overlaps() -> None:
+    semantic = torch.zeros(3, 3, dtype=torch.int64)
+    probs = torch.full((2, 3, 3), 0.9)
+    labels = torch.tensor([1, 2])
+    for scores, winner in ((torch.tensor([0.6, 0.8]), 2), (torch.tensor([0.8, 0.6]), 1)):
+        out = fuse(labels, scores, probs, method="panoptic", threshold=0.5, semantic=semantic)
+        assert torch.equal(out, torch.full((3, 3), winner))
+
+
+def test_semantic_fusion_is_the_heads_argmax_whatever_the_instances() -> None:
+    labels, scores, probs, semantic = _scene()
+    class_scores = torch.rand(4, 4, 6)
+    for threshold in (0.0, 0.5, 1.0):
+        out = fuse(labels, scores, probs, method="semantic", threshold=threshold, semantic=semantic)
+        assert torch.equal(out, semantic)
+    out = fuse(labels, scores, probs, method="semantic", semantic=class_scores)
+    assert torch.equal(out, class_scores.argmax(0))
+    sweep = fuse_sweep(
+        labels, scores, probs, torch.tensor([0.1, 0.9]), method="semantic", semantic=semantic
+    )
+    assert torch.equal(sweep, semantic[None].repeat(2, 1, 1))
+
+
+@pytest.mark.parametrize("method", ["panoptic", "semantic"])
+def test_semantic_fusions_need_the_semantic_map(method: str) -> None:
+    labels, scores, probs, _ = _scene()
+    with pytest.raises(ValueError, match="semantic_head=true"):
+        fuse(labels, scores, probs, method=method)
+    with pytest.raises(ValueError, match="masks' size"):
+        fuse(labels, scores, probs, method=method, semantic=torch.zeros(3, 3, dtype=torch.long))
+
+
+def _random_case(seed: int, n: int = 7, classes: int = 4) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(1, classes, (n,), generator=g)
+    # scores on the threshold grid too, so ties with thresholds are exercised
+    scores = torch.where(
+        torch.rand(n, generator=g) < 0.3,
+        torch.tensor([0.1, 0.5, 0.9])[torch.randint(0, 3, (n,), generator=g)],
+        torch.rand(n, generator=g),
+    )
+    probs = torch.rand(n, 1, 9, 11, generator=g)
+    semantic = torch.rand(classes, 9, 11, generator=g)
+    return labels, scores, probs, semantic
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_panoptic_sweeps_equal_fuse_at_each_threshold(seed: int) -> None:
+    labels, scores, probs, semantic = _random_case(seed)
+    thresholds = torch.tensor([0.05, 0.1, 0.3, 0.5, 0.7, 0.9])
+    kw = {"method": "panoptic", "mask_threshold": 0.5, "semantic": semantic}
+    sweep = fuse_sweep(labels, scores, probs, thresholds, **kw)
+    for i, t in enumerate(thresholds.tolist()):
+        assert torch.equal(sweep[i], fuse(labels, scores, probs, threshold=t, **kw))
+    class_thresholds = torch.tensor([0.5, 0.3, 0.7, 0.1])
+    cache = InstanceCache("panoptic", 0.5, float(thresholds.min()))
+    cache.add(labels, scores, probs, torch.zeros(9, 11, dtype=torch.long), semantic)
+    for cls in (1, 2, 3):
+        maps = fuse_class_sweep(labels, scores, probs, class_thresholds, cls, thresholds, **kw)
+        cached = cache.class_sweep(cache.images[0], class_thresholds, cls, thresholds)
+        for i, t in enumerate(thresholds.tolist()):
+            moved = class_thresholds.clone()
+            moved[cls] = t
+            want = fuse(labels, scores, probs, class_thresholds=moved, **kw)
+            assert torch.equal(maps[i], want)
+            assert torch.equal(cached[i], want)
+
+
+# --------------------------------------------------------------- module and settings
+TINY_HEAD = {
+    "arch": "maskrcnn_mobilenet_v3_large_fpn",
+    "weights": "none",
+    "min_size": 32,
+    "max_size": 32,
+    "semantic_head": True,
+}
+
+
+def test_module_refuses_semantic_fusions_without_the_head() -> None:
+    net = {k: v for k, v in TINY_HEAD.items() if k != "semantic_head"}
+    for method in ("panoptic", "semantic"):
+        with pytest.raises(ValueError, match="semantic_head=true"):
+            MaskRCNNModule(task="person", net=net, fusion={"method": method})
+
+
+def test_semantic_fusion_module_has_no_threshold() -> None:
+    module = MaskRCNNModule(task="clothing", net=TINY_HEAD, fusion={"method": "semantic"})
+    assert not module.uses_threshold and module.score_threshold is None
+    assert list(module.validation_columns()) == [0.5]
+    assert module.test_settings() == {}
+    panoptic = MaskRCNNModule(task="clothing", net=TINY_HEAD, fusion={"method": "panoptic"})
+    assert panoptic.uses_threshold and panoptic.score_threshold == 0.5
+    maps = panoptic.eval().predict_maps([torch.rand(3, 37, 53)])
+    assert maps[0].shape == (37, 53)
+
+
+@pytest.mark.parametrize("method", ["panoptic", "semantic"])
+def test_settings_check_names_the_missing_head_in_one_line(method: str) -> None:
+    cfg = OmegaConf.create(
+        {"fusion": {"method": method}, "model": {"net": {"arch": "maskrcnn_resnet18_fpn"}}}
+    )
+    with pytest.raises(UsageError) as err:
+        check_settings(cfg, "train")
+    assert str(err.value) == (
+        f"fusion.method={method}: needs the semantic head "
+        "(add model.net.semantic_head=true or use model=maskrcnn_panoptic)"
+    )
+    cfg.model.net.semantic_head = True
+    check_settings(cfg, "train")
+
+
+def test_weights_only_checkpoint_of_a_panoptic_model_loads(tmp_path: Path) -> None:
+    module = MaskRCNNModule(task="clothing", net=TINY_HEAD, fusion={"method": "panoptic"})
+    module.best_threshold.fill_(0.35)
+    path = tmp_path / "panoptic.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    loaded = load_module(path, task="clothing")
+    assert isinstance(loaded.net, PanopticMaskRCNN)
+    assert loaded.score_threshold == 0.35
+    for key, value in module.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0, equal_nan=True)
+    image = torch.rand(3, 37, 53)
+    module.eval()
+    assert torch.equal(loaded.predict_maps([image])[0], module.predict_maps([image])[0])
+
+
+# ------------------------------------------------------------------------ end to end
+@pytest.mark.slow
+def test_tiny_panoptic_training_writes_ap_into_metrics_json(tmp_path: Path) -> None:
+    from fashionseg.data.synthetic import generate
+
+    generate(tmp_path / "data", num_images=10, seed=3, height=64, width=48)
+    cmd = [
+        sys.executable,
+        "-m",
+        "fashionseg.train",
+        "task=clothing",
+        f"data.root={tmp_path / 'data'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        *TINY,
+        "model.net.semantic_head=true",
+        "fusion=panoptic",
+        "fusion.per_class_thresholds=true",
+        "data.instances=components",
+        "trainer.max_epochs=1",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run,) = (tmp_path / "logs" / "clothing" / "runs").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["ap"]) == {
+        "mask_ap",
+        "mask_ap50",
+        "mask_ap75",
+        "box_ap",
+        "box_ap50",
+        "box_ap75",
+    }
+    assert all(v is None or 0.0 <= v <= 1.0 for v in metrics["ap"].values())
+    assert metrics["threshold"] is not None and metrics["miou"] is not None
+    (ckpt,) = [p for p in (run / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
+    module = load_module(ckpt)
+    assert isinstance(module.net, PanopticMaskRCNN)
+    assert module.hparams.fusion["method"] == "panoptic"
+    assert module.hparams.instances == "components"
