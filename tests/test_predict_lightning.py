@@ -1,0 +1,386 @@
+"""predict through Lightning (issue 15): the same files as the one-photo loop, each photo
+written once by one process, resumable after a kill, nothing kept beyond the batches in
+flight; the command line's settings for it.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+import weakref
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT
+from helpers import run
+from omegaconf import OmegaConf
+from PIL import Image
+
+from fashionseg.cli import UsageError
+from fashionseg.model.module import SegmentationModule
+from fashionseg.predict import (
+    PredictionWriter,
+    loader_settings,
+    predict_lightning,
+    predict_loop,
+    trainer_settings,
+)
+from fashionseg.predict_output import MANIFEST, PredictFolder, outputs_for
+
+# a tiny untrained Mask R-CNN that keeps every detection, its heads drawn wide so that its
+# label maps hold several classes (an all-background map would make "identical" say little)
+PAINTING_NET = {
+    "arch": "maskrcnn_mobilenet_v3_large_fpn",
+    "weights": "none",
+    "min_size": 48,
+    "max_size": 64,
+    "box_score_thresh": 0.0,
+    "box_detections_per_img": 20,
+}
+
+
+def painting_module() -> SegmentationModule:
+    torch.manual_seed(0)
+    module = SegmentationModule(task="clothing", net=PAINTING_NET, threshold=0.0).eval()
+    heads = module.net.roi_heads
+    with torch.no_grad():
+        for layer in (heads.box_head, heads.box_predictor, heads.mask_predictor):
+            for param in layer.parameters():
+                param.normal_(0, 0.3)
+    return module
+
+
+@pytest.fixture(scope="module")
+def module() -> SegmentationModule:
+    return painting_module()
+
+
+@pytest.fixture(scope="module")
+def painting_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    module = painting_module()
+    path = tmp_path_factory.mktemp("ckpt") / "painting.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+def random_photos(folder: Path, count: int, sizes: list[tuple[int, int]]) -> list[Path]:
+    """``count`` noise photos ``00.jpg``.. cycling through ``sizes`` (width, height)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    paths = []
+    for i in range(count):
+        w, h = sizes[i % len(sizes)]
+        path = folder / f"{i:02d}.{'png' if i % 2 else 'jpg'}"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def file_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_writer_path_writes_the_same_bytes_as_the_one_photo_loop(
+    module: SegmentationModule, tmp_path: Path
+) -> None:
+    """Mixed sizes in one batch, an unreadable photo among them: same label maps,
+    overlays and record, byte for byte."""
+    photos = random_photos(tmp_path / "photos", 7, [(40, 30), (36, 48), (40, 30)])
+    (tmp_path / "photos" / "07.jpg").write_bytes(b"")  # unreadable: skipped by both
+    files = sorted((tmp_path / "photos").iterdir())
+    loop = predict_loop(module, files, tmp_path / "loop", progress=False)
+    new = predict_lightning(
+        module, files, tmp_path / "new", batch_size=3, num_workers=1, progress=False
+    )
+    assert (new.written, new.skipped_invalid) == (loop.written, loop.skipped_invalid)
+    assert new.skipped_invalid == [str(tmp_path / "photos" / "07.jpg")]
+    expected = file_bytes(tmp_path / "loop")
+    assert file_bytes(tmp_path / "new") == expected
+    assert len(expected) == 1 + 2 * len(photos)
+    classes = set()
+    for photo in photos:
+        with Image.open(tmp_path / "new" / f"{photo.stem}.png") as label:
+            assert label.size == Image.open(photo).size
+            classes |= set(np.unique(np.asarray(label)).tolist())
+    assert len(classes) >= 3, classes  # the maps say something: several classes painted
+
+
+def test_rerun_skips_finished_photos_and_overwrite_redoes_them(
+    module: SegmentationModule, tmp_path: Path
+) -> None:
+    photos = random_photos(tmp_path / "photos", 4, [(32, 24)])
+    out = tmp_path / "out"
+    first = predict_lightning(module, photos, out, batch_size=2, num_workers=0, progress=False)
+    assert len(first.written) == 4
+    (out / "02_overlay.jpg").unlink()
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = predict_lightning(module, photos, out, batch_size=2, num_workers=0, progress=False)
+    assert again.written == [str(photos[2])]
+    assert again.skipped_existing == [str(p) for i, p in enumerate(photos) if i != 2]
+    for name, stamp in stamps.items():
+        if not name.startswith("02") and name != MANIFEST:
+            assert (out / name).stat().st_mtime_ns == stamp, name
+    lines = (out / MANIFEST).read_text().splitlines()
+    assert len(lines) == 1 + 8
+    redo = predict_lightning(
+        module, photos, out, overwrite=True, batch_size=2, num_workers=0, progress=False
+    )
+    assert len(redo.written) == 4
+    assert sorted((out / MANIFEST).read_text().splitlines()) == sorted(lines)
+
+
+def test_a_full_disk_stops_with_the_one_line_error(
+    module: SegmentationModule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import fashionseg.predict
+
+    photos = random_photos(tmp_path / "photos", 3, [(32, 24)])
+    out = tmp_path / "out"
+    real = fashionseg.predict.save_label_png
+
+    def full_at_01(path: Path, *args: Any) -> Path:
+        if path.name == "01.png":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, *args)
+
+    monkeypatch.setattr(fashionseg.predict, "save_label_png", full_at_01)
+    with pytest.raises(UsageError) as err:
+        predict_lightning(module, photos, out, batch_size=1, num_workers=0, progress=False)
+    assert str(err.value) == (
+        f"{out}: cannot write the outputs of {photos[1]} (No space left on device); "
+        "the photos done so far are kept, run again to go on"
+    )
+    monkeypatch.setattr(fashionseg.predict, "save_label_png", real)
+    rerun = predict_lightning(module, photos, out, batch_size=1, num_workers=0, progress=False)
+    assert rerun.skipped_existing == [str(photos[0])]
+    assert rerun.written == [str(p) for p in photos[1:]]
+
+
+class MemorySpy(L.Callback):
+    """After each batch: weak references to its images and label maps; checks that those
+    of batches written a while ago are gone and that the writer's queue is bounded."""
+
+    def __init__(self, writer: PredictionWriter, lag: int) -> None:
+        self.writer = writer
+        self.lag = lag
+        self.refs: list[list[weakref.ref]] = []
+        self.most_pending = 0
+
+    def on_predict_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        batch_idx: int, dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        self.most_pending = max(self.most_pending, self.writer.pending)
+        self.refs.append([weakref.ref(t) for t in [*outputs, *batch["images"]]])
+        gc.collect()
+        for old in self.refs[: max(0, batch_idx - self.lag)]:
+            assert all(ref() is None for ref in old), f"batch {batch_idx}: an old photo is held"
+
+
+def test_no_photo_is_held_beyond_the_batches_in_flight(
+    module: SegmentationModule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fashionseg.predict
+
+    photos = random_photos(tmp_path / "photos", 16, [(32, 24)])
+    spies: list[MemorySpy] = []
+    real_writer = fashionseg.predict.PredictionWriter
+
+    class SpiedWriter(real_writer):  # type: ignore[misc, valid-type]
+        def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+            super().setup(trainer, pl_module, stage)
+            spy = MemorySpy(self, lag=3)  # this batch, the one before, one being written
+            trainer.callbacks.append(spy)
+            spies.append(spy)
+
+    monkeypatch.setattr(fashionseg.predict, "PredictionWriter", SpiedWriter)
+    summary = predict_lightning(
+        module, photos, tmp_path / "out", batch_size=2, num_workers=0, progress=False,
+        max_pending=2,
+    )  # fmt: skip
+    assert len(summary.written) == 16
+    (spy,) = spies
+    assert len(spy.refs) == 8
+    assert 1 <= spy.most_pending <= 2
+    gc.collect()
+    assert all(ref() is None for refs in spy.refs for ref in refs)
+
+
+# a predict run killed with SIGKILL while the writer has photos in flight
+KILLED = """
+import os, signal, sys
+import lightning as L
+import torch
+sys.path.insert(0, {tests!r})
+from test_predict_lightning import painting_module
+from fashionseg.predict import PredictionWriter, predict_lightning
+
+class Kill(L.Callback):
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *rest):
+        writer = next(c for c in trainer.callbacks if isinstance(c, PredictionWriter))
+        if batch_idx == 1:
+            writer.flush()  # batches 0 and 1 are on disk
+        if batch_idx == 2:
+            os.kill(os.getpid(), signal.SIGKILL)  # batch 2 handed to the writer
+
+photos = sys.argv[1:-1]
+predict_lightning(painting_module(), photos, sys.argv[-1], batch_size=2, num_workers=1,
+                  progress=False, callbacks=[Kill()])
+"""
+
+
+def test_killed_midway_then_rerun_finishes_without_redoing_photos(
+    module: SegmentationModule, tmp_path: Path
+) -> None:
+    photos = random_photos(tmp_path / "photos", 10, [(32, 24), (24, 32)])
+    out = tmp_path / "out"
+    script = KILLED.format(tests=str(REPO_ROOT / "tests"))
+    killed = subprocess.run(
+        [sys.executable, "-c", script, *map(str, photos), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    recorded = PredictFolder.recorded(out)
+    finished = [o.photo for o in outputs_for(photos) if recorded.done(o)]
+    assert finished[:4] == photos[:4]  # flushed before the kill
+    assert set(finished) <= set(photos[:6])  # nothing of batches never reached
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if not p.name.startswith(".")}
+
+    rerun = predict_lightning(module, photos, out, batch_size=2, num_workers=1, progress=False)
+    assert rerun.skipped_existing == [str(p) for p in finished]
+    assert rerun.written == [str(p) for p in photos if p not in finished]
+    for photo in photos:
+        for name in (f"{photo.stem}.png", f"{photo.stem}_overlay.jpg"):
+            if photo in finished:
+                assert (out / name).stat().st_mtime_ns == stamps[name], name
+            with Image.open(out / name) as img:
+                img.load()  # a truncated file fails here
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [MANIFEST]
+    records = [json.loads(x) for x in (out / MANIFEST).read_text().splitlines()]
+    assert len(records) == 1 + 2 * len(photos)
+
+
+class RankSpy(L.Callback):
+    """Each process notes the photos of its batches in ``folder/rank<r>.txt``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def on_predict_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        batch_idx: int, dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        photos = trainer.predict_dataloaders.dataset.photos
+        with open(self.folder / f"rank{trainer.global_rank}.txt", "a") as notes:
+            notes.writelines(f"{Path(photos[i]).name}\n" for i in batch["index"])
+
+
+@pytest.mark.slow
+def test_ddp_cpu_writes_each_photo_exactly_once(module: SegmentationModule, tmp_path: Path) -> None:
+    photos = random_photos(tmp_path / "photos", 10, [(32, 24), (24, 32), (40, 30)])
+    (tmp_path / "spy").mkdir()
+    out = tmp_path / "out"
+    hardware = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "conf/hardware/ddp_cpu.yaml"))
+    assert isinstance(hardware, dict) and hardware["devices"] == 2
+    summary = predict_lightning(
+        module, photos, out, batch_size=2, num_workers=0, progress=False, trainer=hardware,
+        callbacks=[RankSpy(tmp_path / "spy")],
+    )  # fmt: skip
+    assert summary.written == [str(p) for p in photos]
+    seen = [(tmp_path / "spy" / f"rank{r}.txt").read_text().split() for r in (0, 1)]
+    assert len(seen[0]) == len(seen[1]) == 5  # dealt out, no photo padded in twice
+    assert set(seen[0]).isdisjoint(seen[1])
+    assert sorted(seen[0] + seen[1]) == sorted(p.name for p in photos)
+    # one record, one line per file, the per-process records folded in and gone
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [MANIFEST]
+    records = [json.loads(x) for x in (out / MANIFEST).read_text().splitlines()]
+    assert len(records) == 1 + 20
+    names = sorted(f"{p.stem}{s}" for p in photos for s in (".png", "_overlay.jpg"))
+    assert sorted(r["file"] for r in records[1:]) == names
+    loop = predict_loop(module, photos, tmp_path / "loop", progress=False)
+    assert loop.written == summary.written
+    assert file_bytes(out) == file_bytes(tmp_path / "loop")
+
+
+@pytest.mark.slow
+def test_command_line_with_hardware_ddp_cpu(painting_ckpt: Path, tmp_path: Path) -> None:
+    photos = random_photos(tmp_path / "photos", 10, [(32, 24), (24, 32)])
+    (tmp_path / "photos" / "notes.txt").write_text("not a photo")
+    out = tmp_path / "out"
+    args = [f"ckpt={painting_ckpt}", f"input={tmp_path / 'photos'}", f"output={out}"]
+    proc = run("fashionseg.predict", *args, "hardware=ddp_cpu", "predict.num_workers=0",
+               cwd=tmp_path)  # fmt: skip
+    assert proc.stdout.count("predicted") == 1  # process 0 reports, once
+    assert "10 predicted, 0 already done, 1 skipped (not readable images)" in proc.stdout
+    assert proc.stderr.count("skipped") == 1  # notes.txt, warned once
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [MANIFEST] + [f"{p.stem}{s}" for p in photos for s in (".png", "_overlay.jpg")]
+    )
+    again = run("fashionseg.predict", *args, "hardware=ddp_cpu", cwd=tmp_path)
+    assert "0 predicted, 10 already done" in again.stdout
+
+
+# -- the command line's settings ------------------------------------------------------
+
+
+def settings(**values: Any) -> Any:
+    cfg = OmegaConf.load(REPO_ROOT / "conf" / "predict.yaml")
+    cfg.pop("defaults")
+    return OmegaConf.merge(cfg, values)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"batch_size": 0}, "predict.batch_size=0: must be a whole number >= 1"),
+        ({"batch_size": 1.5}, "predict.batch_size=1.5: must be a whole number >= 1"),
+        ({"num_workers": -1}, "predict.num_workers=-1: must be a whole number >= 0"),
+        ({"num_workers": True}, "predict.num_workers=True: must be a whole number >= 0"),
+    ],
+)
+def test_loader_settings_are_checked(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError) as err:
+        loader_settings(settings(predict=values))
+    assert str(err.value) == message
+
+
+def test_loader_settings_defaults() -> None:
+    assert loader_settings(settings()) == (4, 2)
+
+
+def test_trainer_settings_from_device_or_hardware() -> None:
+    assert trainer_settings(settings()) == {"accelerator": "cpu", "devices": 1}
+    ddp_cpu = OmegaConf.load(REPO_ROOT / "conf/hardware/ddp_cpu.yaml")
+    chosen = trainer_settings(settings(trainer=ddp_cpu))
+    assert chosen == {
+        "accelerator": "cpu",
+        "devices": 2,
+        "strategy": "ddp_spawn",
+        "precision": "32-true",
+    }
+    with pytest.raises(UsageError) as err:
+        trainer_settings(settings(trainer=ddp_cpu, device="cuda"))
+    assert str(err.value) == (
+        "device=cuda: give hardware=... or device=..., not both (hardware decides the devices)"
+    )
+
+
+def test_hardware_composes_into_predicts_config(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "fashionseg.predict", "ckpt=a", "input=b", "output=c",
+         "hardware=ddp_cpu", "--cfg", "job"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    cfg = OmegaConf.create(proc.stdout)
+    assert cfg.trainer.strategy == "ddp_spawn" and cfg.predict.batch_size == 4
