@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast train sweep tensorboard bench results lint format clean
+.PHONY: help install demo test test-fast train sweep tensorboard bench gpu-check results lint format clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ tensorboard: install ## serve TensorBoard on the logs/ directory
 
 bench: install ## benchmarks: make bench ARGS="--size small" (see fashionseg/bench.py)
 	$(PY) -m fashionseg.bench $(ARGS)
+
+gpu-check: install ## on a CUDA GPU: GPU benchmark + short seed_report run -> gpu_check/ (<10 min on an H100)
+	$(PY) -m fashionseg.gpu_check $(ARGS)
 
 results: install ## train + test the results rows on ../shared/data/ccp-fashion600 (hours on a CPU)
 	$(PY) -m fashionseg.report --out results $(ARGS)
