@@ -313,9 +313,28 @@ def instance_ap_metric(max_detections: int = 100) -> Metric | None:
     if backend is None:
         return None
     limits = sorted({1, min(10, max_detections), max(1, max_detections)})
+    # ranks are gathered by gather_ap_states: torchmetrics' own sync of this metric
+    # breaks on ranks holding different numbers of images (a gloo size mismatch)
     return MeanAveragePrecision(
-        iou_type=("bbox", "segm"), backend=backend, max_detection_thresholds=limits
+        iou_type=("bbox", "segm"),
+        backend=backend,
+        max_detection_thresholds=limits,
+        sync_on_compute=False,
     )
+
+
+def gather_ap_states(metric: Metric) -> None:
+    """Give ``metric`` (from :func:`instance_ap_metric`, its states on the CPU) every
+    process's images, in rank order, so that ``compute`` scores the whole split on every
+    rank; nothing happens outside a multi-process run."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    for name in metric._defaults:  # the metric's state lists (boxes, RLE masks, ...)
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, list(getattr(metric, name)))
+        setattr(metric, name, [item for part in parts for item in part])
 
 
 def gt_instances(

@@ -174,3 +174,61 @@ def test_results_table_shows_ap_columns_and_a_dash_without_ap(tmp_path: Path) ->
     assert (
         "| ccp_semantic | 80.0 | 83.3 | **81.7** | 90.0 | argmax | - | - | 1.0 min | CPU |" in lines
     )
+
+
+class RankedNet(nn.Module):
+    """The true left-half person and a false right-half one, with scores read off the
+    image's brightness so that true and false detections interleave across images."""
+
+    SCORES = {1: (0.9, 0.95), 2: (0.5, 0.2), 3: (0.3, 0.6), 4: (0.7, 0.4)}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(()))
+
+    def forward(self, images: list[torch.Tensor], targets: list | None = None) -> object:
+        outputs = []
+        for image in images:
+            true_score, false_score = self.SCORES[round(float(image.mean()) * 10)]
+            masks = torch.zeros(2, 1, 8, 8)
+            masks[0, 0, :, :4] = 0.9
+            masks[1, 0, :, 4:] = 0.7
+            outputs.append(
+                {
+                    "labels": torch.tensor([1, 1]),
+                    "scores": torch.tensor([true_score, false_score]),
+                    "masks": masks,
+                    "boxes": torch.tensor([[0.0, 0.0, 4.0, 8.0], [4.0, 0.0, 8.0, 8.0]]),
+                }
+            )
+        return outputs
+
+
+@pytest.mark.slow
+def test_two_processes_score_the_same_ap_as_one(tmp_path: Path) -> None:
+    """Test-stage AP gathers every DDP rank's images (2 gloo processes == 1 process)."""
+    import lightning as L
+
+    semantic = torch.zeros(8, 8, dtype=torch.int64)
+    semantic[:, :4] = 1
+    items = [(torch.full((3, 8, 8), i / 10), {"semantic": semantic}) for i in (1, 2, 3, 4)]
+    loader = DataLoader(items, batch_size=1, collate_fn=collate)
+    net = {"arch": "maskrcnn_mobilenet_v3_large_fpn", "weights": "none"}
+    module = MaskRCNNModule(task="person", net=net, threshold=0.5)
+    module.net = RankedNet()
+    results = []
+    for devices in (1, 2):
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=devices,
+            strategy="ddp_spawn" if devices > 1 else "auto",
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            default_root_dir=tmp_path / str(devices),
+        )
+        results.append(trainer.test(module, dataloaders=loader, verbose=False)[0])
+    single, double = results
+    assert 0.0 < single["test/mask_ap"] < 1.0  # the interleaved ranking costs precision
+    for key, value in single.items():
+        assert double[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key

@@ -24,6 +24,7 @@ from fashionseg.metrics import (
     AP_KEYS,
     ThresholdSweep,
     ap_summary,
+    gather_ap_states,
     gt_instances,
     instance_ap_metric,
     predicted_instances,
@@ -324,14 +325,15 @@ class MaskRCNNModule(SegmentationBase):
         if not self.hparams.ap:
             return
         limit = int(self.hparams.net.get("box_detections_per_img", 100))
-        self.test_ap = instance_ap_metric(max(100, limit))
+        # a plain attribute, not a submodule: it stays on the CPU (where the detections are
+        # scored and gathered) and out of the module's state
+        object.__setattr__(self, "test_ap", instance_ap_metric(max(100, limit)))
         if self.test_ap is None:
             log.warning(
                 "no COCO evaluation backend (faster-coco-eval or pycocotools) is installed: "
                 "mask and box AP are not computed (pip install faster-coco-eval)"
             )
             return
-        self.test_ap = self.test_ap.to(self.device)
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         """Score the fused label maps by IoU and, with ``ap``, the instances by AP."""
@@ -359,6 +361,7 @@ class MaskRCNNModule(SegmentationBase):
         level = coco_log.level
         coco_log.setLevel(logging.WARNING)  # its summary table at INFO: ours is logged below
         try:
+            gather_ap_states(self.test_ap)
             summary = ap_summary(self.test_ap.compute())
         finally:
             coco_log.setLevel(level)
