@@ -237,8 +237,10 @@ class TensorBoardPictures(L.Callback):
         if logger is None or trainer.sanity_checking or not trainer.is_global_zero or not result:
             return
         writer, step, best = logger.experiment, trainer.global_step, result["index"]
-        thresholds = result.get("thresholds")
-        if thresholds:
+        # a threshold curve only for modules that sweep score thresholds (the semantic
+        # models label by argmax: their one validation column is no threshold)
+        if getattr(pl_module, "uses_threshold", False):
+            thresholds = [round(float(t), 6) for t in result["thresholds"]]
             miou = result["miou"].reshape(-1).tolist()
             writer.add_figure(
                 "val/threshold_curve", threshold_curve(thresholds, miou, thresholds[best]), step

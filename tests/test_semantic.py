@@ -182,3 +182,31 @@ def test_checkpoints_from_when_it_inherited_mask_rcnn_still_load(tmp_path: Path)
     checkpoint = {"state_dict": dict(state)}
     module.on_load_checkpoint(checkpoint)  # resuming or testing through Lightning
     module.load_state_dict(checkpoint["state_dict"])
+
+
+def test_validation_with_tensorboard_pictures_draws_predictions_and_no_threshold_curve(
+    tmp_path: Path,
+) -> None:
+    """The TensorBoard callback on a thresholdless module: pictures, no threshold curve
+    (it used to index the sweep's single column as a threshold and crash the run)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from fashionseg.callbacks import TensorBoardPictures
+
+    module = SemanticModule(task="clothing", net=NET)
+    images, targets = batch(2)
+    loader = DataLoader(list(zip(images, targets, strict=True)), batch_size=2, collate_fn=collate)
+    logger = TensorBoardLogger(str(tmp_path), name="tb", version=0)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=logger,
+        callbacks=[TensorBoardPictures(images=2)],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.validate(module, dataloaders=loader, verbose=False)
+    logger.experiment.flush()
+    events = EventAccumulator(str(tmp_path / "tb" / "version_0"))
+    events.Reload()
+    assert events.Tags()["images"] == ["val/predictions"]
