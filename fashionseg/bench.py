@@ -609,6 +609,7 @@ class MemorySampler:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
+        self.sample()  # after the run: the loader's workers may be gone
 
     def at(self, done: int) -> tuple[float, int, int, int]:
         """The first sample with at least ``done`` photos written."""
@@ -714,6 +715,50 @@ def predict_stages(module: SegmentationModule, photos: Sequence[Path], out_dir: 
             ):
                 stages[key].append(seconds)
     return {k: statistics.fmean(v) for k, v in stages.items()}
+
+
+@torch.no_grad()
+def model_scaling(module: SegmentationModule, photos: Sequence[Path], rounds: int = 2) -> dict:
+    """Seconds per photo of the model alone: one photo at a time on 1 thread and on all
+    of torch's threads, and all ``photos`` in one batch on all threads; ratios per round.
+
+    Tells which lever can speed predict up: a thread speed-up well below the thread count
+    means processes each on one thread (``hardware=ddp_cpu``) beat one process on all;
+    ``one at a time / batched`` is what batching gives.
+    """
+    from fashionseg.data.io import read_image
+
+    module.eval()
+    images = [read_image(p).float() / 255 for p in photos]
+    threads = torch.get_num_threads()
+
+    def one_at_a_time(n: int) -> Callable[[], float]:
+        def run() -> float:
+            torch.set_num_threads(n)
+            try:
+                start = time.perf_counter()
+                for image in images:
+                    module.net([image])
+                return (time.perf_counter() - start) / len(images)
+            finally:
+                torch.set_num_threads(threads)
+
+        return run
+
+    def batched() -> float:
+        start = time.perf_counter()
+        module.net(images)
+        return (time.perf_counter() - start) / len(images)
+
+    sides = {"one_thread": one_at_a_time(1), "all_threads": one_at_a_time(threads)}
+    result = interleaved({**sides, "batched": batched}, rounds, warmup=1)
+    return {
+        "threads": threads,
+        "photos": len(images),
+        "s_per_photo": {k: result.spread(k).as_dict() for k in result.values},
+        "thread_speedup": result.ratio("one_thread", "all_threads").as_dict(),
+        "batch_speedup": result.ratio("all_threads", "batched").as_dict(),
+    }
 
 
 def _same_files(a: Path, b: Path, pattern: str) -> bool:
@@ -835,6 +880,7 @@ def _predict_benchmark(
         new_dirs = sorted(tmp_path.glob("out-new-*"), key=lambda p: int(p.name.split("-")[-1]))
         result["same_label_maps"] = _same_files(old_dirs[last], new_dirs[last], "*.png")
         result["stages_s_per_photo"] = predict_stages(module, files[:4], tmp_path / "stages")
+        result["model_scaling"] = model_scaling(module, files[:4])
         result["load_average_end"] = _load_average()
 
         if memory_photos:
@@ -874,12 +920,14 @@ def _memory_check(
         _predict_call(fn, module, sorted((root / "images").iterdir()), out, **options)
     seconds = time.perf_counter() - start
     first, last = sampler.at(after), sampler.at(near_end)
+    during = last is not sampler.samples[-1]  # else the run ended between two samples
     return {
         "photos": count,
         "size": size_text(size),
         "resize": f"{min(size)}/{max(size)}",
         "after": after,
         "near_end": near_end,
+        "near_end_during_run": during,
         "seconds": seconds,
         "photos_per_s": count / seconds,
         "scope": sampler.scope,
@@ -915,6 +963,16 @@ def format_predict_report(r: dict[str, Any]) -> str:
         "single-photo loop, seconds per photo by stage: "
         + ", ".join(f"{k} {v:.4f}" for k, v in r["stages_s_per_photo"].items()),
     ]
+    scaling = r.get("model_scaling")
+    if scaling:
+        per = scaling["s_per_photo"]
+        threads, batch = scaling["thread_speedup"], scaling["batch_speedup"]
+        lines.append(
+            f"model alone, s/photo: {per['one_thread']['median']:.3f} on 1 thread, "
+            f"{per['all_threads']['median']:.3f} on {scaling['threads']} threads, "
+            f"{per['batched']['median']:.3f} in a batch of {scaling['photos']}; thread "
+            f"speed-up {Spread(**threads).text()}, batch speed-up {Spread(**batch).text()}"
+        )
     m = r.get("memory")
     if m:
         peak = m["peak_rss_mib"]
@@ -923,7 +981,8 @@ def format_predict_report(r: dict[str, Any]) -> str:
             f"Memory over {m['photos']} photos of {m['size']} (new path, resize {m['resize']}, "
             f"{m['photos_per_s']:.1f} photos/s, {m['samples']} samples of the "
             f"{m['scope']}): {m['after_first_mib']:.0f} MiB after the first {m['after']} photos, "
-            f"{m['near_end_mib']:.0f} MiB after {m['near_end']} (growth "
+            f"{m['near_end_mib']:.0f} MiB after {m['near_end']}"
+            f"{'' if m['near_end_during_run'] else ' (after the run)'} (growth "
             f"{m['growth_mib']:+.1f} MiB, allowed {m['allowed_growth_mib']:.0f}): "
             f"{'flat' if m['flat'] else 'NOT FLAT'}; the process alone "
             f"{m['process_rss_after_first_mib']:.0f} -> {m['process_rss_near_end_mib']:.0f} "

@@ -296,7 +296,7 @@ def gpu_benchmark(
         with tempfile.TemporaryDirectory() as tmp:
             root = generate(
                 Path(tmp) / "data",
-                num_images=2 * max(batch_sizes),
+                num_images=max(8, 2 * max(batch_sizes)),  # train split >= the batch
                 seed=0,
                 height=size[0],
                 width=size[1],
