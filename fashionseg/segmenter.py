@@ -80,7 +80,7 @@ def as_image_tensor(photo: Photo) -> Tensor:
                 f"a NumPy photo must be H x W x 3 uint8 (RGB), got shape {photo.shape} "
                 f"{photo.dtype}"
             )
-        return torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1).contiguous()
+        return torch.from_numpy(photo.transpose(2, 0, 1).copy())  # copied: writable, contiguous
     if isinstance(photo, Tensor):
         if photo.ndim != 3 or photo.shape[0] != 3:
             raise ValueError(

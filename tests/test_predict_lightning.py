@@ -33,26 +33,27 @@ from fashionseg.predict import (
 )
 from fashionseg.predict_output import MANIFEST, PredictFolder, outputs_for
 
-# a tiny untrained Mask R-CNN that keeps every detection, its heads drawn wide so that its
-# label maps hold several classes (an all-background map would make "identical" say little)
+# A tiny untrained Mask R-CNN that keeps every detection, its weights drawn anew (He
+# normal, seed 1) so that its label maps hold several classes and change with the photo:
+# torchvision's initialisation gives nearly the same map for every input, which would make
+# "identical" say little.
 PAINTING_NET = {
     "arch": "maskrcnn_mobilenet_v3_large_fpn",
     "weights": "none",
-    "min_size": 48,
-    "max_size": 64,
+    "min_size": 64,
+    "max_size": 96,
     "box_score_thresh": 0.0,
     "box_detections_per_img": 20,
 }
 
 
 def painting_module() -> SegmentationModule:
-    torch.manual_seed(0)
+    torch.manual_seed(1)
     module = SegmentationModule(task="clothing", net=PAINTING_NET, threshold=0.0).eval()
-    heads = module.net.roi_heads
     with torch.no_grad():
-        for layer in (heads.box_head, heads.box_predictor, heads.mask_predictor):
-            for param in layer.parameters():
-                param.normal_(0, 0.3)
+        for param in module.net.parameters():
+            if param.ndim > 1:
+                param.normal_(0, (2.0 / param[0].numel()) ** 0.5)
     return module
 
 
@@ -109,6 +110,8 @@ def test_writer_path_writes_the_same_bytes_as_the_one_photo_loop(
             assert label.size == Image.open(photo).size
             classes |= set(np.unique(np.asarray(label)).tolist())
     assert len(classes) >= 3, classes  # the maps say something: several classes painted
+    maps = [np.asarray(Image.open(tmp_path / "new" / f"{p.stem}.png")) for p in photos]
+    assert not np.array_equal(maps[0], maps[2])  # and differ between photos of one size
 
 
 def test_rerun_skips_finished_photos_and_overwrite_redoes_them(
@@ -286,8 +289,14 @@ class RankSpy(L.Callback):
 
 
 @pytest.mark.slow
-def test_ddp_cpu_writes_each_photo_exactly_once(module: SegmentationModule, tmp_path: Path) -> None:
+def test_ddp_cpu_writes_each_photo_exactly_once(
+    module: SegmentationModule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     photos = random_photos(tmp_path / "photos", 10, [(32, 24), (24, 32), (40, 30)])
+    # Lightning gives each CPU process cpu_count / processes threads unless OMP_NUM_THREADS
+    # says otherwise; other thread counts sum in another order and can flip a pixel at a
+    # near tie, so the processes get this one's count to compare bytes with the loop here
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
     (tmp_path / "spy").mkdir()
     out = tmp_path / "out"
     hardware = OmegaConf.to_container(OmegaConf.load(REPO_ROOT / "conf/hardware/ddp_cpu.yaml"))
@@ -322,7 +331,8 @@ def test_command_line_with_hardware_ddp_cpu(painting_ckpt: Path, tmp_path: Path)
                cwd=tmp_path)  # fmt: skip
     assert proc.stdout.count("predicted") == 1  # process 0 reports, once
     assert "10 predicted, 0 already done, 1 skipped (not readable images)" in proc.stdout
-    assert proc.stderr.count("skipped") == 1  # notes.txt, warned once
+    notes = tmp_path / "photos" / "notes.txt"
+    assert (proc.stdout + proc.stderr).count(f"skipped {notes}") == 1  # warned once
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [MANIFEST] + [f"{p.stem}{s}" for p in photos for s in (".png", "_overlay.jpg")]
     )
@@ -384,3 +394,50 @@ def test_hardware_composes_into_predicts_config(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     cfg = OmegaConf.create(proc.stdout)
     assert cfg.trainer.strategy == "ddp_spawn" and cfg.predict.batch_size == 4
+
+
+def test_records_of_other_processes_left_by_a_kill_count_on_the_rerun(
+    module: SegmentationModule, tmp_path: Path
+) -> None:
+    """A multi-process run killed before process 0 folded the others' records in: the
+    rerun counts their photos as done and folds their records into its own."""
+    photos = random_photos(tmp_path / "photos", 3, [(32, 24)])
+    out = tmp_path / "out"
+    predict_lightning(module, photos[:1], out, num_workers=0, progress=False)
+    # what process 1 left: photo 1 finished, photo 2's map claimed but never written
+    (out / "01.png").write_bytes((out / "00.png").read_bytes())
+    (out / "01_overlay.jpg").write_bytes((out / "00_overlay.jpg").read_bytes())
+    lines = [("01.png", photos[1]), ("01_overlay.jpg", photos[1]), ("02.png", photos[2])]
+    (out / ".fashionseg-predict.rank1.jsonl").write_text(
+        "".join(json.dumps({"file": f, "photo": str(p.resolve())}) + "\n" for f, p in lines)
+        + '{"file": "02_ove'  # cut off by the kill
+    )
+    summary = predict_lightning(module, photos, out, num_workers=0, progress=False)
+    assert summary.skipped_existing == [str(photos[0]), str(photos[1])]
+    assert summary.written == [str(photos[2])]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [MANIFEST]
+    records = [json.loads(x) for x in (out / MANIFEST).read_text().splitlines()]
+    assert sorted(r["file"] for r in records[1:]) == sorted(
+        f"0{i}{s}" for i in range(3) for s in (".png", "_overlay.jpg")
+    )
+
+
+def test_a_spawned_process_user_error_is_one_line_here() -> None:
+    from torch.multiprocessing import ProcessRaisedException
+
+    from fashionseg.predict import _user_error_of
+
+    trace = (
+        "\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call "
+        'last):\n  File "x.py", line 1, in f\nfashionseg.cli.UsageError: /out: cannot write '
+        "the outputs of /p/a.jpg (No space left on device); the photos done so far are kept, "
+        "run again to go on\n"
+    )
+    error = _user_error_of(ProcessRaisedException(trace, 1, 123))
+    assert isinstance(error, UsageError)
+    assert str(error) == (
+        "/out: cannot write the outputs of /p/a.jpg (No space left on device); the photos "
+        "done so far are kept, run again to go on"
+    )
+    other = ProcessRaisedException("Traceback ...\nZeroDivisionError: division by zero\n", 0, 1)
+    assert _user_error_of(other) is other
