@@ -311,7 +311,8 @@ def test_weights_only_checkpoint_of_a_panoptic_model_loads(tmp_path: Path) -> No
 
 # ------------------------------------------------------------------------ end to end
 @pytest.mark.slow
-def test_tiny_panoptic_training_writes_ap_into_metrics_json(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fusion", ["panoptic", "semantic"])
+def test_tiny_panoptic_training_writes_ap_into_metrics_json(tmp_path: Path, fusion: str) -> None:
     from fashionseg.data.synthetic import generate
 
     generate(tmp_path / "data", num_images=10, seed=3, height=64, width=48)
@@ -324,7 +325,7 @@ def test_tiny_panoptic_training_writes_ap_into_metrics_json(tmp_path: Path) -> N
         f"paths.log_dir={tmp_path / 'logs'}",
         *TINY,
         "model.net.semantic_head=true",
-        "fusion=panoptic",
+        f"fusion={fusion}",
         "fusion.per_class_thresholds=true",
         "data.instances=components",
         "trainer.max_epochs=1",
@@ -342,9 +343,11 @@ def test_tiny_panoptic_training_writes_ap_into_metrics_json(tmp_path: Path) -> N
         "box_ap75",
     }
     assert all(v is None or 0.0 <= v <= 1.0 for v in metrics["ap"].values())
-    assert metrics["threshold"] is not None and metrics["miou"] is not None
+    assert metrics["miou"] is not None
+    # semantic: pixels by the head's argmax, no threshold (the results table's "argmax")
+    assert (metrics["threshold"] is None) == (fusion == "semantic")
     (ckpt,) = [p for p in (run / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
     module = load_module(ckpt)
     assert isinstance(module.net, PanopticMaskRCNN)
-    assert module.hparams.fusion["method"] == "panoptic"
+    assert module.hparams.fusion["method"] == fusion
     assert module.hparams.instances == "components"
