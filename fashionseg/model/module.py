@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fashionseg.data.targets import INSTANCE_MODES
+from fashionseg.data.targets import check_instances
 from fashionseg.fusion import ALL_METHODS, SEMANTIC_METHODS, THRESHOLDLESS_METHODS, fuse, fuse_sweep
 from fashionseg.metrics import (
     AP_KEYS,
@@ -107,10 +107,7 @@ class MaskRCNNModule(SegmentationBase):
                 f"fusion.method={fusion['method']} needs the semantic head: set "
                 "model.net.semantic_head=true (or use model=maskrcnn_panoptic)"
             )
-        if instances not in INSTANCE_MODES:
-            raise ValueError(
-                f"unknown instances mode {instances!r}: choose one of {', '.join(INSTANCE_MODES)}"
-            )
+        check_instances(instances)
         thresholds = sorted(float(t) for t in (thresholds or DEFAULT_THRESHOLDS))
         super().__init__(
             task,
