@@ -210,3 +210,8 @@ def test_validation_with_tensorboard_pictures_draws_predictions_and_no_threshold
     events = EventAccumulator(str(tmp_path / "tb" / "version_0"))
     events.Reload()
     assert events.Tags()["images"] == ["val/predictions"]
+
+
+def test_a_setting_it_does_not_have_is_refused() -> None:
+    with pytest.raises(TypeError, match="SemanticModule got unexpected settings: fusion"):
+        SemanticModule(task="person", net=NET, fusion={"method": "seed"})

@@ -69,6 +69,11 @@ class SegmentationBase(L.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         **settings: Any,
     ) -> None:
+        if settings and type(self).__init__ is SegmentationBase.__init__:
+            # a subclass without its own constructor has no settings of its own
+            raise TypeError(
+                f"{type(self).__name__} got unexpected settings: {', '.join(sorted(settings))}"
+            )
         super().__init__()
         net, optimizer, scheduler = (_plain(x) for x in (net, optimizer, scheduler))
         self.save_hyperparameters(

@@ -103,18 +103,9 @@ class SemanticModule(SegmentationBase):
     Pixels take the class of highest probability: there is no score threshold.
     """
 
-    def __init__(
-        self,
-        task: str = "person",
-        net: Mapping[str, Any] | None = None,
-        optimizer: Mapping[str, Any] | None = None,
-        scheduler: Mapping[str, Any] | None = None,
-    ) -> None:
-        super().__init__(task, net, optimizer, scheduler)
+    def build_net(self, settings: Mapping[str, Any]) -> nn.Module:
         self.register_buffer("mean", torch.tensor(MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(3, 1, 1), persistent=False)
-
-    def build_net(self, settings: Mapping[str, Any]) -> nn.Module:
         settings = dict(settings)
         self.min_size = int(settings.pop("min_size", 400))
         self.max_size = int(settings.pop("max_size", 600))
