@@ -102,56 +102,52 @@ def _backbone_settings(
     return backbone_weights, trainable_layers, norm
 
 
-def _mobilenet_maskrcnn(
-    num_classes: int, weights: str, trainable_backbone_layers: int | None, **kwargs: Any
-) -> MaskRCNN:
-    """Mask R-CNN on a MobileNetV3-Large FPN with anchors matched to its two feature maps."""
+def _light_backbone(arch: str, weights: str, trainable_backbone_layers: int | None) -> nn.Module:
+    """The FPN backbone of a light architecture (ImageNet weights or random init)."""
+    mobilenet = arch == "maskrcnn_mobilenet_v3_large_fpn"
     backbone_weights, trainable, norm = _backbone_settings(
-        "maskrcnn_mobilenet_v3_large_fpn",
-        MobileNet_V3_Large_Weights.IMAGENET1K_V1,
+        arch,
+        MobileNet_V3_Large_Weights.IMAGENET1K_V1 if mobilenet else ResNet18_Weights.IMAGENET1K_V1,
         weights,
         trainable_backbone_layers,
-        all_layers=6,
+        all_layers=6 if mobilenet else 5,
     )
-    backbone = mobilenet_backbone(
-        backbone_name="mobilenet_v3_large",
-        weights=backbone_weights,
-        fpn=True,
-        trainable_layers=trainable,
-        norm_layer=norm,
-    )
-    # The backbone returns two FPN levels ("0", "1") plus a max-pooled one ("pool").
-    anchor_sizes = ((32, 64, 128, 256, 512),) * 3
-    aspect_ratios = ((0.5, 1.0, 2.0),) * len(anchor_sizes)
-    return MaskRCNN(
-        backbone,
-        num_classes=num_classes,
-        rpn_anchor_generator=AnchorGenerator(anchor_sizes, aspect_ratios),
-        box_roi_pool=MultiScaleRoIAlign(["0", "1"], output_size=7, sampling_ratio=2),
-        **{
-            "mask_roi_pool": MultiScaleRoIAlign(["0", "1"], output_size=14, sampling_ratio=2),
-            **kwargs,
-        },
-    )
-
-
-def _resnet18_maskrcnn(
-    num_classes: int, weights: str, trainable_backbone_layers: int | None, **kwargs: Any
-) -> MaskRCNN:
-    """Mask R-CNN on a ResNet-18 FPN: the R50 layout (stride 4-32 FPN) at ~1/2 the cost."""
-    backbone_weights, trainable, norm = _backbone_settings(
-        "maskrcnn_resnet18_fpn",
-        ResNet18_Weights.IMAGENET1K_V1,
-        weights,
-        trainable_backbone_layers,
-        all_layers=5,
-    )
-    backbone = resnet_fpn_backbone(
+    if mobilenet:
+        return mobilenet_backbone(
+            backbone_name="mobilenet_v3_large",
+            weights=backbone_weights,
+            fpn=True,
+            trainable_layers=trainable,
+            norm_layer=norm,
+        )
+    return resnet_fpn_backbone(
         backbone_name="resnet18",
         weights=backbone_weights,
         trainable_layers=trainable,
         norm_layer=norm,
     )
+
+
+def _light_maskrcnn(
+    arch: str,
+    num_classes: int,
+    weights: str,
+    trainable_backbone_layers: int | None,
+    **kwargs: Any,
+) -> MaskRCNN:
+    """Mask R-CNN on a ResNet-18 FPN (the R50 layout, stride 4-32 levels, at ~1/2 the
+    cost) or a MobileNetV3-Large FPN (anchors and RoI pools matched to its two levels)."""
+    backbone = _light_backbone(arch, weights, trainable_backbone_layers)
+    if arch == "maskrcnn_mobilenet_v3_large_fpn":
+        # The backbone returns two FPN levels ("0", "1") plus a max-pooled one ("pool").
+        anchor_sizes = ((32, 64, 128, 256, 512),) * 3
+        aspect_ratios = ((0.5, 1.0, 2.0),) * len(anchor_sizes)
+        kwargs = {
+            "rpn_anchor_generator": AnchorGenerator(anchor_sizes, aspect_ratios),
+            "box_roi_pool": MultiScaleRoIAlign(["0", "1"], output_size=7, sampling_ratio=2),
+            "mask_roi_pool": MultiScaleRoIAlign(["0", "1"], output_size=14, sampling_ratio=2),
+            **kwargs,
+        }
     return MaskRCNN(backbone, num_classes=num_classes, **kwargs)
 
 
@@ -230,7 +226,7 @@ def build_detector(
     if weights == "auto" and arch in _LIGHT:
         weights = "none"  # no COCO detector exists for the light backbones
     if arch in _LIGHT:
-        return _LIGHT[arch](num_classes, weights, trainable_backbone_layers, **kwargs)
+        return _light_maskrcnn(arch, num_classes, weights, trainable_backbone_layers, **kwargs)
     if arch not in _RESNET:
         raise ValueError(f"unknown model.net.arch {arch!r}: choose one of {', '.join(ARCHS)}")
     factory, coco = _RESNET[arch]
@@ -248,7 +244,4 @@ def build_detector(
     )
 
 
-_LIGHT = {
-    "maskrcnn_resnet18_fpn": _resnet18_maskrcnn,
-    "maskrcnn_mobilenet_v3_large_fpn": _mobilenet_maskrcnn,
-}
+_LIGHT = ("maskrcnn_resnet18_fpn", "maskrcnn_mobilenet_v3_large_fpn")
