@@ -154,35 +154,22 @@ def _light_maskrcnn(
 def build_maskrcnn(
     arch: str = "maskrcnn_resnet50_fpn",
     num_classes: int = 2,
-    weights: str = "coco",
-    trainable_backbone_layers: int | None = None,
-    min_size: int = 400,
-    max_size: int = 600,
-    mask_roi_size: int = 14,
     semantic_head: bool = False,
     semantic_loss_weight: float = 1.0,
     semantic_channels: int = 128,
-    **kwargs: Any,
+    **detector: Any,
 ) -> MaskRCNN:
-    """Build a Mask R-CNN (see :func:`build_detector`), with Panoptic FPN's semantic head
-    when ``semantic_head``: :class:`fashionseg.model.panoptic.PanopticMaskRCNN`, whose head
-    is always newly initialised (whatever ``weights``), ``semantic_channels`` wide and
-    trained with cross-entropy times ``semantic_loss_weight`` beside the Mask R-CNN losses.
+    """Build a Mask R-CNN (``detector`` settings: see :func:`build_detector`), with Panoptic
+    FPN's semantic head when ``semantic_head``:
+    :class:`fashionseg.model.panoptic.PanopticMaskRCNN`, whose head is always newly
+    initialised (whatever ``weights``), ``semantic_channels`` wide and trained with
+    cross-entropy times ``semantic_loss_weight`` beside the Mask R-CNN losses.
     """
     if semantic_loss_weight < 0:
         raise ValueError(f"semantic_loss_weight must be >= 0, got {semantic_loss_weight}")
     if semantic_channels < 1:
         raise ValueError(f"semantic_channels must be >= 1, got {semantic_channels}")
-    detector = build_detector(
-        arch,
-        num_classes,
-        weights,
-        trainable_backbone_layers,
-        min_size,
-        max_size,
-        mask_roi_size,
-        **kwargs,
-    )
+    detector = build_detector(arch, num_classes, **detector)
     if not semantic_head:
         return detector
     from fashionseg.model.panoptic import PanopticMaskRCNN
