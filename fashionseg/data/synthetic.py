@@ -19,28 +19,21 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageColor, ImageDraw, ImageFilter
 
 from fashionseg.files import atomic_write, save_label_png, write_text
 from fashionseg.tasks import get_task
 
 BACKGROUND, SKIN, HAIR, TSHIRT, SHOES, PANTS, DRESS = range(7)
-SKIN_TONES = (
-    (255, 219, 172),
-    (241, 194, 125),
-    (224, 172, 105),
-    (198, 134, 66),
-    (141, 85, 36),
-    (92, 56, 30),
-)
-HAIR_TONES = (
-    (20, 15, 10),
-    (60, 40, 20),
-    (110, 70, 30),
-    (200, 160, 90),
-    (150, 40, 20),
-    (90, 90, 90),
-)
+
+
+def _rgb(hex_colours: str) -> tuple[tuple[int, int, int], ...]:
+    """``"#rrggbb #rrggbb ..."`` as RGB tuples."""
+    return tuple(ImageColor.getrgb(c) for c in hex_colours.split())  # type: ignore[misc]
+
+
+SKIN_TONES = _rgb("#ffdbac #f1c27d #e0ac69 #c68642 #8d5524 #5c381e")
+HAIR_TONES = _rgb("#140f0a #3c2814 #6e461e #c8a05a #962814 #5a5a5a")
 
 
 def _limb(
