@@ -425,9 +425,10 @@ class PhotoProgressBar(TQDMProgressBar):
         loaders = trainer.predict_dataloaders
         loader = loaders[dataloader_idx] if isinstance(loaders, list | tuple) else loaders
         count = len(loader.dataset)  # this process's share, as the unrepeated sampler deals
-        self.predict_progress_bar.reset(
-            total=len(range(trainer.global_rank, count, trainer.world_size))
-        )
+        bar = self.predict_progress_bar
+        bar.reset(total=len(range(trainer.global_rank, count, trainer.world_size)))
+        if trainer.world_size > 1:  # the others' bars are off: this one shows its share
+            bar.set_description(f"predict (process 0's share, {trainer.world_size} processes)")
 
     def on_predict_batch_end(
         self,
@@ -505,6 +506,8 @@ def predict_lightning(
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        # Lightning 2.6 on torch >= 2.10 (its own business, said once per process)
+        warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
         try:
             runner.predict(PhotoPredictor(module), dataloaders=loader, return_predictions=False)
         except ProcessRaisedException as err:  # a spawned process's own one-line error
