@@ -6,7 +6,8 @@
 For each photo ``<stem>.<ext>`` it writes ``<stem>.png`` (a palette PNG in the
 dataset's mask format, at the photo's displayed size) and ``<stem>_overlay.jpg``.
 
-Two ways to run, with byte-identical label maps:
+Two ways to run, with byte-identical label maps for the same arithmetic (16-bit mixed
+precision, or another CPU thread count, can move a pixel at a near tie):
 
 - :func:`predict_lightning` (the command line's): ``Trainer.predict`` over a DataLoader
   whose workers decode the photos (each keeps its size), the model on batches of
