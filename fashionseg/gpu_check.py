@@ -1,6 +1,6 @@
 """One command for a machine with a CUDA GPU: the GPU benchmark and a short full-size run.
 
-    python -m fashionseg.gpu_check [--out gpu_check] [--steps 60] [--budget-s 540]
+    python -m fashionseg.gpu_check [--out gpu_check] [--steps 100] [--budget-s 540]
     make gpu-check
 
 On a machine with a CUDA GPU it
@@ -342,6 +342,10 @@ def gpu_benchmark(
     return result
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
 def format_gpu_report(r: dict[str, Any]) -> str:
     """The GPU figures as Markdown."""
 
@@ -351,8 +355,8 @@ def format_gpu_report(r: dict[str, Any]) -> str:
     lines = [
         f"{r['device']}: {r['model']['arch']} at {r['size']} (H x W, resize "
         f"{r['model']['resize']}), weights {r['weights']}, cuDNN benchmark on, "
-        f"{r['rounds']} interleaved rounds of {r['steps_per_round']} steps after "
-        f"{r['warmup']} warm-up steps; {r['amp']}",
+        f"{r['rounds']} interleaved rounds of {_count(r['steps_per_round'], 'step')} after "
+        f"{_count(r['warmup'], 'warm-up step')}; {r['amp']}",
         "",
         "| what | batch | precision | img/s: median (min-max) | peak memory MiB |",
         "|---|---:|---|---:|---:|",
@@ -400,6 +404,7 @@ class TrainThroughput(L.Callback):
         self.skip = skip
         self.steps = 0
         self.images = 0
+        self.batch_size = 0
         self.seconds = 0.0
         self._start = 0.0
         self._last_end: float | None = None
@@ -426,6 +431,7 @@ class TrainThroughput(L.Callback):
         self._sync(pl_module)
         now = time.perf_counter()
         self.steps += 1
+        self.batch_size = self.batch_size or len(batch[0])
         if self.steps > self.skip:
             self.seconds += now - self._start
             self.images += len(batch[0])
@@ -437,6 +443,7 @@ class TrainThroughput(L.Callback):
             json.dumps(
                 {
                     "steps": self.steps,
+                    "batch_size": self.batch_size,
                     "warmup_steps": min(self.skip, self.steps),
                     "images": self.images,
                     "seconds": self.seconds,
@@ -490,7 +497,7 @@ def training_command(
         f"model.net.weights={weights}",
         f"hardware={hardware}",
         f"+trainer.max_steps={steps}",
-        f"+trainer.max_time='{_max_time(max_time_s)}'",
+        f'+trainer.max_time="{_max_time(max_time_s)}"',
         f"hydra.run.dir={quoted(run_dir)}",
         "+callbacks.gpu_check_throughput._target_=fashionseg.gpu_check.TrainThroughput",
         f"+callbacks.gpu_check_throughput.path={quoted(run_dir / 'throughput.json')}",
@@ -528,8 +535,9 @@ def training_run(
             proc.wait()
             returncode, status = None, f"stopped by the time guard after {timeout_s:.0f} s"
     result: dict[str, Any] = {
-        "command": shlex.join(command[1:]).replace(str(sys.executable), "python"),
+        "command": "python " + shlex.join(command[1:]),
         "steps_asked": steps,
+        "hardware": hardware,
         "weights": weights,
         "data": str(data_root),
         "status": status,
@@ -601,7 +609,7 @@ def format_check(report: Mapping[str, Any]) -> str:
     """``gpu_check.md``."""
     env, bench, run = report["environment"], report.get("benchmark"), report.get("training")
     lines = [
-        f"# GPU check: {env['card']}, {env['date_utc']}",
+        f"# GPU check: {env['card'] or 'no GPU'}, {env['date_utc']}",
         "",
         f"torch {env['torch']} (CUDA {env['cuda']}, cuDNN {env['cudnn']}), torchvision "
         f"{env['torchvision']}, lightning {env['lightning']}, Python {env['python']}, "
@@ -640,9 +648,11 @@ def format_check(report: Mapping[str, Any]) -> str:
             f"| data | {report['data']} |",
             f"| weights | {report['weights_note']} |",
             f"| status | {run['status']} |",
-            f"| steps | {train.get('steps', 'n/a')} of {run['steps_asked']} (batch 10) |",
-            f"| train img/s (Lightning {train.get('precision', '16-mixed')}, 4 loader workers, "
-            f"after {train.get('warmup_steps', 'n/a')} warm-up steps) | "
+            f"| steps | {train.get('steps', 'n/a')} of {run['steps_asked']} "
+            f"(batch {train.get('batch_size', 'n/a')}) |",
+            f"| train img/s (Lightning {train.get('precision', 'n/a')}, "
+            f"hardware={run['hardware']}, data loading included, after "
+            f"{train.get('warmup_steps', 'n/a')} warm-up steps) | "
             f"{'n/a' if rate is None else f'{rate:.1f}'} |",
             f"| best validation mIoU | {pct(run.get('best_val_miou'))} |",
             f"| test mIoU (a check that the pipeline runs, not a result: few steps) | "
@@ -658,7 +668,7 @@ def format_check(report: Mapping[str, Any]) -> str:
 
 def run_check(
     out_dir: Path,
-    steps: int = 60,
+    steps: int = 100,
     budget_s: float = DEFAULT_BUDGET_S,
     data: Path | None = None,
     synthetic_photos: int = 200,
@@ -723,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("gpu_check"), help="output folder")
-    parser.add_argument("--steps", type=int, default=60, help="training steps of the short run")
+    parser.add_argument("--steps", type=int, default=100, help="training steps of the short run")
     parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S)
     parser.add_argument(
         "--data", type=Path, help="dataset root (default: ccp-fashion600 or synthetic)"

@@ -192,7 +192,8 @@ def test_run_check_on_the_cpu_writes_reports_and_never_overwrites(tmp_path: Path
     report = json.loads(json_path.read_text())
     run = report["training"]
     assert run["status"] == "completed", run.get("log_tail")
-    assert run["train"]["steps"] == 2 and run["train"]["images"] == 2  # 1 warm-up step left out
+    assert run["train"]["steps"] == 2 and run["train"]["batch_size"] == 2
+    assert run["train"]["images"] == 2  # the warm-up step left out
     assert run["train"]["img_per_s"] > 0
     assert 0 <= run["test_miou"] <= 1
     assert report["benchmark"] is not None, report.get("benchmark_error")
