@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from fashionseg.data.io import _ORIENTATIONS, _orientation, read_image, to_rgb8
+from fashionseg.data.io import displayed, read_image, to_rgb8
 from fashionseg.model.base import SegmentationBase
 from fashionseg.tasks import Task
 
@@ -52,12 +52,6 @@ def _as_float(image: Tensor) -> Tensor:
     if image.dtype == torch.uint8:
         return image.to(torch.float32) / 255
     return image.to(torch.float32)
-
-
-def displayed(img: Image.Image) -> Image.Image:
-    """A PIL image turned as its EXIF orientation tag says (as :func:`read_image` does)."""
-    turn = _ORIENTATIONS.get(_orientation(img))
-    return img.transpose(turn) if turn is not None else img
 
 
 def as_image_tensor(photo: Photo) -> Tensor:

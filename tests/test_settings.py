@@ -50,6 +50,16 @@ CASES = [
     ("evaluate", [*EVAL, "data.batch_size=0"], "data.batch_size=0: must be a whole number >= 1"),
     ("train", [*DATA, "data.num_workers=-1"], "data.num_workers=-1: must be a whole number >= 0"),
     (
+        "predict",
+        [*PREDICT, "predict.batch_size=0"],
+        "predict.batch_size=0: must be a whole number >= 1",
+    ),
+    (
+        "predict",
+        [*PREDICT, "predict.num_workers=-1"],
+        "predict.num_workers=-1: must be a whole number >= 0",
+    ),
+    (
         "train",
         [*DATA, "optimizer.lr=-0.01"],
         "optimizer.lr=-0.01: the learning rate must be a number > 0",

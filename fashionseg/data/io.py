@@ -160,6 +160,12 @@ def _orientation(img: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
+def displayed(img: Image.Image) -> Image.Image:
+    """A PIL image turned as its EXIF orientation tag says (how viewers show it)."""
+    turn = _ORIENTATIONS.get(_orientation(img))
+    return img.transpose(turn) if turn is not None else img
+
+
 def _decode(path: Path) -> tuple[Image.Image, int]:
     """Fully decode an image (so truncation shows) in its displayed orientation.
 
@@ -188,10 +194,7 @@ def _decode(path: Path) -> tuple[Image.Image, int]:
             f"{shown(path)}: unreadable, corrupt or truncated image ({_reason(err)})"
         ) from None
     # TIFF applies its orientation while loading and drops the tag; others keep it.
-    remaining = _orientation(img)
-    if remaining in _ORIENTATIONS:
-        img = img.transpose(_ORIENTATIONS[remaining])
-    return img, tagged
+    return displayed(img), tagged
 
 
 def _scale_to_8bit(values: np.ndarray, path: Path, mode: str) -> np.ndarray:
