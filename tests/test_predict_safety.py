@@ -331,25 +331,25 @@ def test_a_file_name_that_is_not_utf8_is_recorded_and_resumed(
 def test_a_full_disk_is_a_one_line_error_and_the_rerun_goes_on(
     module: SegmentationModule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fashionseg.predict
+    import fashionseg.predict_engine
 
     folder = photos(tmp_path / "photos", "a.jpg", "b.jpg")
     out = tmp_path / "out"
-    real = fashionseg.predict.save_label_png
+    real = fashionseg.predict_engine.save_label_png
 
     def full_at_b(path: Path, *args: Any) -> Path:
         if path.name == "b.png":
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, *args)
 
-    monkeypatch.setattr(fashionseg.predict, "save_label_png", full_at_b)
+    monkeypatch.setattr(fashionseg.predict_engine, "save_label_png", full_at_b)
     with pytest.raises(UsageError) as err:
         predict(module, folder.iterdir(), out)
     assert str(err.value) == (
         f"{out}: cannot write the outputs of {folder / 'b.jpg'} (No space left on device); "
         "the photos done so far are kept, run again to go on"
     )
-    monkeypatch.setattr(fashionseg.predict, "save_label_png", real)
+    monkeypatch.setattr(fashionseg.predict_engine, "save_label_png", real)
     summary = predict(module, folder.iterdir(), out)
     assert (summary.written, summary.skipped_existing) == (
         [str(folder / "b.jpg")],
@@ -409,40 +409,42 @@ def test_training_still_writes_its_example_predictions(
 
 # -- the files' mode follows the umask; outputs at the displayed size ----------------
 
-WRITE_EVERYTHING = """
-import sys
-from pathlib import Path
-import numpy as np
-import torch
-from fashionseg.files import save_label_png, write_json, write_text
-from fashionseg.metrics import save_confusion_png
-from fashionseg.model.checkpoint import load_module
-from fashionseg.predict import predict_files
-from fashionseg.tasks import get_task
 
-ckpt, photo, out = sys.argv[1:]
-predict_files(load_module(ckpt), [Path(photo)], Path(out) / "pred", progress=False)
-out = Path(out) / "run"
-write_text(out / "results.md", "x")
-write_json(out / "metrics.json", {"miou": 0.5})
-save_label_png(out / "map.png", np.zeros((4, 4), np.uint8), get_task("person"))
-save_confusion_png(torch.eye(2), ["background", "person"], out / "confusion_matrix.png")
-"""
+def write_everything(module: SegmentationModule, photo: Path, out: Path) -> None:
+    """predict's outputs and a run's files (reports, metrics, label map, confusion matrix)."""
+    import numpy as np
+    import torch
+
+    from fashionseg.files import save_label_png, write_json, write_text
+    from fashionseg.metrics import save_confusion_png
+    from fashionseg.tasks import get_task
+
+    predict(module, [photo], out / "pred")
+    run = out / "run"
+    write_text(run / "results.md", "x")
+    write_json(run / "metrics.json", {"miou": 0.5})
+    save_label_png(run / "map.png", np.zeros((4, 4), np.uint8), get_task("person"))
+    save_confusion_png(torch.eye(2), ["background", "person"], run / "confusion_matrix.png")
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
 def test_written_files_honour_the_umask(
-    tmp_path: Path, untrained_ckpt: Path, umask: int, mode: int
+    module: SegmentationModule,
+    tmp_path: Path,
+    umask: int,
+    mode: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import fashionseg.files
+
     photo = photos(tmp_path / "photos", "a.jpg") / "a.jpg"
-    proc = subprocess.run(
-        [sys.executable, "-c", WRITE_EVERYTHING, str(untrained_ckpt), str(photo), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        umask=umask,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # where no /proc says the umask, it is read once: as a process starting with this one
+    monkeypatch.setattr(fashionseg.files, "_fallback_umask", None)
+    old = os.umask(umask)  # set here, in this process, and put back whatever happens
+    try:
+        write_everything(module, photo, tmp_path)
+    finally:
+        os.umask(old)
     written = [*(tmp_path / "pred").iterdir(), *(tmp_path / "run").iterdir()]
     names = {MANIFEST, "a.png", "a_overlay.jpg", "metrics.json", "results.md", "map.png"}
     assert {p.name for p in written} == names | {"confusion_matrix.png"}

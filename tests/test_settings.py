@@ -243,7 +243,11 @@ except SystemExit as exit:
 
 @pytest.mark.parametrize(
     ("module", "args"),
-    [("fashionseg.train", ["data.batch_size=0"]), ("fashionseg.evaluate", [*EVAL, "threshold=2"])],
+    [
+        ("fashionseg.train", ["data.batch_size=0"]),
+        ("fashionseg.evaluate", [*EVAL, "threshold=2"]),
+        ("fashionseg.predict", [*PREDICT, "predict.batch_size=0"]),
+    ],
 )
 def test_a_settings_error_comes_before_torch_and_lightning_load(
     tmp_path: Path, module: str, args: list[str]
