@@ -160,13 +160,15 @@ def test_importing_the_package_does_not_import_torch() -> None:
         "import sys, fashionseg\n"
         "assert 'torch' not in sys.modules and 'lightning' not in sys.modules\n"
         "assert 'Segmenter' in dir(fashionseg)\n"
-        "from fashionseg import Segmenter\n"
-        "assert Segmenter.__module__ == 'fashionseg.segmenter' and 'torch' in sys.modules\n"
         "try:\n"
         "    fashionseg.Nothing\n"
         "except AttributeError as err:\n"
         "    print(err)\n"
-    )
+    )  # a fresh interpreter, which stops before loading the Segmenter (torch: seconds)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "module 'fashionseg' has no attribute 'Nothing'"
+    import fashionseg
+    import fashionseg.segmenter
+
+    assert fashionseg.Segmenter is fashionseg.segmenter.Segmenter  # by the package's __getattr__
