@@ -31,7 +31,7 @@ test: install ## run the test suite
 	$(PY) -m pytest -q $(ARGS)
 
 test-fast: install ## run the tests that train nothing and read no ../shared data
-	$(PY) -m pytest -q -m "not slow and not shared" $(ARGS)
+	$(PY) -m pytest -q -n auto -m "not slow and not shared" $(ARGS)
 
 train: install ## train: make train ARGS="task=clothing data=fashion data.root=DIR"
 	$(PY) -m fashionseg.train $(ARGS)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# One intra-op thread per process (the CLIs the tests start inherit it): the tests' tiny
+# photos give torch's thread pool nothing to share, and on a 2-core machine two threads
+# per process mostly wait for each other (one tiny prediction: 0.09 s of CPU with one
+# thread, 0.6-1.8 s with two while the other core is busy). OMP_NUM_THREADS set by the
+# caller wins.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
