@@ -64,6 +64,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         task=(cfg.get("task") or {}).get("name"),
         threshold=cfg.get("threshold"),
         thresholds=thresholds,
+        fusion=_fusion_override(cfg, ckpt),
     )
     if cfg.get("tta_hflip") is not None:
         if not hasattr(module, "tta_hflip"):
@@ -95,6 +96,29 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     print(table)
     print(f"results in: {out_dir}")
     return results
+
+
+def _fusion_override(cfg: DictConfig, ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint's fusion settings with ``cfg.fusion_method`` as the method (None: as
+    trained)."""
+    method = cfg.get("fusion_method")
+    if method is None:
+        return None
+    from fashionseg.fusion import ALL_METHODS, SEMANTIC_METHODS
+
+    hparams = ckpt.get("hyper_parameters", {})
+    if "fusion" not in hparams:
+        raise UsageError(
+            f"fusion_method={method}: {cfg.ckpt} is not a Mask R-CNN checkpoint (argmax only)"
+        )
+    if method not in ALL_METHODS:
+        raise UsageError(f"fusion_method={method}: choose one of {', '.join(ALL_METHODS)}")
+    if method in SEMANTIC_METHODS and not hparams.get("net", {}).get("semantic_head"):
+        raise UsageError(
+            f"fusion_method={method}: {cfg.ckpt} has no semantic head (trained without "
+            "model.net.semantic_head=true)"
+        )
+    return {**hparams["fusion"], "method": str(method)}
 
 
 def _rechoose_thresholds(

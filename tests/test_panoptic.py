@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -351,3 +352,59 @@ def test_tiny_panoptic_training_writes_ap_into_metrics_json(tmp_path: Path, fusi
     assert isinstance(module.net, PanopticMaskRCNN)
     assert module.hparams.fusion["method"] == fusion
     assert module.hparams.instances == "components"
+    if fusion == "panoptic":  # the same checkpoint, labelled by the semantic head alone
+        cmd = [
+            sys.executable,
+            "-m",
+            "fashionseg.evaluate",
+            f"ckpt={ckpt}",
+            f"data.root={tmp_path / 'data'}",
+            "fusion_method=semantic",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+        ]
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+        assert evaluated["threshold"] is None and evaluated["miou"] is not None
+
+
+# ------------------------------------------------- evaluate fusion_method=... (no model)
+def _evaluate_cfg(method: str | None) -> Any:
+    return OmegaConf.create({"ckpt": "run/last.ckpt", "fusion_method": method})
+
+
+def test_evaluate_fusion_method_keeps_the_checkpoints_other_fusion_settings() -> None:
+    from fashionseg.evaluate import _fusion_override
+
+    hparams = {
+        "net": {"semantic_head": True},
+        "fusion": {"method": "panoptic", "mask_threshold": 0.4},
+    }
+    ckpt = {"hyper_parameters": hparams}
+    assert _fusion_override(_evaluate_cfg("semantic"), ckpt) == {
+        "method": "semantic",
+        "mask_threshold": 0.4,
+    }
+    assert _fusion_override(_evaluate_cfg(None), ckpt) is None  # as trained
+
+
+@pytest.mark.parametrize(
+    ("hparams", "method", "message"),
+    [
+        (
+            {"net": {"arch": "lraspp_mobilenet_v3_large"}},
+            "semantic",
+            "is not a Mask R-CNN checkpoint",
+        ),
+        ({"net": {}, "fusion": {"method": "seed"}}, "blend", "choose one of seed, score_order"),
+        ({"net": {}, "fusion": {"method": "seed"}}, "panoptic", "has no semantic head"),
+    ],
+)
+def test_evaluate_fusion_method_mistakes_are_one_line(
+    hparams: dict, method: str, message: str
+) -> None:
+    from fashionseg.evaluate import _fusion_override
+
+    with pytest.raises(UsageError, match=message) as err:
+        _fusion_override(_evaluate_cfg(method), {"hyper_parameters": hparams})
+    assert str(err.value).startswith(f"fusion_method={method}: ") and "\n" not in str(err.value)
