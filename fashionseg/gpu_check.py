@@ -98,40 +98,8 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
     )
 
 
-class PrecisionTrainer:
-    """One training step per call (the next batch) in fp32 or automatic mixed precision."""
-
-    def __init__(
-        self,
-        module: SegmentationModule,
-        batches: Sequence[Batch],
-        precision: str,
-        device: torch.device,
-    ) -> None:
-        self.net = module.net
-        self.batches = batches
-        self.device = device
-        self.dtype = PRECISIONS[precision]
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        self.optimizer = instantiate(module.hparams.optimizer, params=params)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
-        self.step_count = 0
-
-    def __call__(self) -> None:
-        images, targets = self.batches[self.step_count % len(self.batches)]
-        self.step_count += 1
-        self.net.train()
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            losses = self.net(images, targets)
-            loss = sum(losses.values())
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-
-
-class PrecisionInference:
-    """Forward + fusion of the next batch per call, in fp32 or under autocast."""
+class _PrecisionStep:
+    """One step per call on the next of ``batches``, in fp32 or automatic mixed precision."""
 
     def __init__(
         self,
@@ -145,13 +113,49 @@ class PrecisionInference:
         self.device = device
         self.dtype = PRECISIONS[precision]
         self.count = 0
+        self.prepare()
+
+    def prepare(self) -> None:
+        """What a subclass sets up once, before its first step."""
+
+    def next_batch(self) -> Batch:
+        batch = self.batches[self.count % len(self.batches)]
+        self.count += 1
+        return batch
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+
+class PrecisionTrainer(_PrecisionStep):
+    """One training step per call (the next batch) in fp32 or automatic mixed precision."""
+
+    def prepare(self) -> None:
+        self.net = self.module.net
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        self.optimizer = instantiate(self.module.hparams.optimizer, params=params)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+
+    def __call__(self) -> None:
+        images, targets = self.next_batch()
+        self.net.train()
+        with self.autocast():
+            losses = self.net(images, targets)
+            loss = sum(losses.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+
+class PrecisionInference(_PrecisionStep):
+    """Forward + fusion of the next batch per call, in fp32 or under autocast."""
 
     @torch.no_grad()
     def __call__(self) -> None:
-        images, _ = self.batches[self.count % len(self.batches)]
-        self.count += 1
+        images, _ = self.next_batch()
         self.module.eval()
-        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+        with self.autocast():
             self.module.predict_maps(images)
 
 

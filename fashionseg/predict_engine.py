@@ -107,32 +107,22 @@ def _save_photo(
     label_map: torch.Tensor,
     task: Task,
 ) -> None:
-    """:func:`_write_outputs`; a write that fails (a full disk, a folder made read-only
-    meanwhile...) is a one-line UsageError."""
+    """The label map and the overlay of one photo, each recorded before it is written; a
+    write that fails (a full disk, a folder made read-only meanwhile...) is a one-line
+    UsageError."""
     try:
-        _write_outputs(folder, outputs, image, label_map, task)
+        save_label_png(folder.claim(outputs.label, outputs.photo), label_map.numpy(), task)
+        shown = overlay(image, label_map, task.colors)
+        pil = Image.fromarray(shown.permute(1, 2, 0).numpy())
+        atomic_write(
+            folder.claim(outputs.overlay, outputs.photo),
+            lambda p: pil.save(p, format="JPEG", quality=90),
+        )
     except OSError as err:
         raise UsageError(
             f"{folder.path}: cannot write the outputs of {outputs.photo} "
             f"({err.strerror or err}); the photos done so far are kept, run again to go on"
         ) from None
-
-
-def _write_outputs(
-    folder: PredictFolder,
-    outputs: PhotoOutputs,
-    image: torch.Tensor,
-    label_map: torch.Tensor,
-    task: Task,
-) -> None:
-    """The label map and the overlay of one photo, each recorded before it is written."""
-    save_label_png(folder.claim(outputs.label, outputs.photo), label_map.numpy(), task)
-    shown = overlay(image, label_map, task.colors)
-    pil = Image.fromarray(shown.permute(1, 2, 0).numpy())
-    atomic_write(
-        folder.claim(outputs.overlay, outputs.photo),
-        lambda p: pil.save(p, format="JPEG", quality=90),
-    )
 
 
 # --------------------------------------------------------------- the Lightning path
