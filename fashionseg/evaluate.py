@@ -65,6 +65,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         threshold=cfg.get("threshold"),
         thresholds=thresholds,
         fusion=_fusion_override(cfg, ckpt),
+        **_ap_instances(ckpt),
     )
     if cfg.get("tta_hflip") is not None:
         if not hasattr(module, "tta_hflip"):
@@ -96,6 +97,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     print(table)
     print(f"results in: {out_dir}")
     return results
+
+
+def _ap_instances(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """For checkpoints written before the module kept them: AP's ground-truth instance
+    mode and minimum area, from the run's data settings (empty when the module has them)."""
+    hparams = ckpt.get("hyper_parameters", {})
+    data = ckpt.get("datamodule_hyper_parameters", {})
+    if "fusion" not in hparams or "instances" in hparams:
+        return {}
+    return {"instances": data.get("instances"), "min_area": data.get("min_area")}
 
 
 def _fusion_override(cfg: DictConfig, ckpt: dict[str, Any]) -> dict[str, Any] | None:

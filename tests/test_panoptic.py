@@ -408,3 +408,22 @@ def test_evaluate_fusion_method_mistakes_are_one_line(
     with pytest.raises(UsageError, match=message) as err:
         _fusion_override(_evaluate_cfg(method), {"hyper_parameters": hparams})
     assert str(err.value).startswith(f"fusion_method={method}: ") and "\n" not in str(err.value)
+
+
+def test_evaluate_scores_ap_of_older_checkpoints_with_their_runs_instance_mode() -> None:
+    """Checkpoints from before the module kept ``instances`` take it from the run's data."""
+    from fashionseg.evaluate import _ap_instances
+
+    data = {"instances": "components", "min_area": 16}
+    older = {
+        "hyper_parameters": {"fusion": {"method": "score_order"}},
+        "datamodule_hyper_parameters": data,
+    }
+    assert _ap_instances(older) == {"instances": "components", "min_area": 16}
+    newer = {
+        "hyper_parameters": {"fusion": {}, "instances": "class"},
+        "datamodule_hyper_parameters": data,
+    }
+    assert _ap_instances(newer) == {}  # the module's own setting stands
+    semantic = {"hyper_parameters": {"net": {}}, "datamodule_hyper_parameters": data}
+    assert _ap_instances(semantic) == {}  # no instances, no AP
