@@ -142,8 +142,9 @@ def check_settings(cfg: DictConfig, cli: str) -> None:
         _check_threshold("fusion.mask_threshold", fusion_mask)
     if cli == "predict":
         for key, low in (("predict.batch_size", 1), ("predict.num_workers", 0)):
-            if _get(cfg, key) is not None:
-                _check_int(key, _get(cfg, key), low)
+            value = _get(cfg, key)
+            if value is not None:
+                _check_int(key, value, low)
         return
     data = _get(cfg, "data")
     if isinstance(data, DictConfig):

@@ -135,6 +135,12 @@ class CachedImage:
         return out
 
 
+def _compact(labels: Tensor) -> Tensor:
+    """A label map on the CPU as uint8, or int64 when it holds ids above 255."""
+    wide = labels.numel() > 0 and int(labels.max()) > 255
+    return labels.to("cpu", torch.int64 if wide else torch.uint8)
+
+
 class InstanceCache:
     """Validation outputs needed to score per-class threshold combinations after the epoch."""
 
@@ -162,13 +168,12 @@ class InstanceCache:
 
         ``semantic``: the semantic head's ``[C, H, W]`` scores or ``[H, W]`` labels, which
         the ``panoptic`` and ``semantic`` methods need (kept as a label map)."""
-        wide = target.numel() > 0 and int(target.max()) > 255
-        small = target.to("cpu", torch.int64 if wide else torch.uint8)
+        small = _compact(target)
         if masks.dim() == 4:
             masks = masks[:, 0]
         base = semantic_labels(semantic, self.method, tuple(masks.shape[-2:]))
         if base is not None:
-            base = base.to("cpu", torch.int64 if int(base.max()) > 255 else torch.uint8)
+            base = _compact(base)
         if self.method == "semantic":
             self.images.append(CachedImage(small, semantic=base))
             return

@@ -330,7 +330,6 @@ class MaskRCNNModule(SegmentationBase):
                 "no COCO evaluation backend (faster-coco-eval or pycocotools) is installed: "
                 "mask and box AP are not computed (pip install faster-coco-eval)"
             )
-            return
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         """Score the fused label maps by IoU and, with ``ap``, the instances by AP."""
