@@ -215,6 +215,8 @@ def _measure_group(
         except torch.cuda.OutOfMemoryError:
             failed[precision] = "out of memory"
             torch.cuda.empty_cache()
+        except Exception as err:  # one precision that fails must not cost the others' rows
+            failed[precision] = f"{type(err).__name__}: {err}".splitlines()[0][:200]
         module.load_state_dict(state)
 
     def reset_then(step: Callable[[], None]) -> Callable[[], float]:

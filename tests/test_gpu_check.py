@@ -208,3 +208,28 @@ def test_run_check_on_the_cpu_writes_reports_and_never_overwrites(tmp_path: Path
     )
     assert second_md != md_path and second_md.name.startswith("gpu_check-")
     assert md_path.read_text() == before
+
+
+def test_a_precision_that_fails_is_reported_and_the_others_still_timed() -> None:
+    """An error in one precision's step (say fp16 kernels a card lacks) costs that row
+    only: the others keep their figures (seen on a GPU: one bad row must not lose all)."""
+    module = torch.nn.Linear(2, 2)
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    calls = {"fp32": 0, "fp16": 0}
+
+    def ok() -> None:
+        calls["fp32"] += 1
+        module(torch.ones(1, 2))
+
+    def broken() -> None:
+        calls["fp16"] += 1
+        raise RuntimeError("no kernel for Half\nsecond line")
+
+    rows, ratios = gpu_check._measure_group(
+        "train", {"fp32": ok, "fp16": broken}, 2, module, state, torch.device("cpu"), 1, 2, 1
+    )
+    by_precision = {r["precision"]: r for r in rows}
+    assert "img_per_s" in by_precision["fp32"]
+    assert by_precision["fp16"]["error"] == "RuntimeError: no kernel for Half"
+    assert calls["fp16"] == 1 and calls["fp32"] >= 3  # warm-up, memory, two timed rounds
+    assert ratios == []  # nothing to compare fp32 with
