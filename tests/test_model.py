@@ -99,3 +99,59 @@ def test_auto_falls_back_to_random_init_when_weights_cannot_load(
     model = build_maskrcnn(num_classes=2, weights="auto")
     assert _heads(model) == (2, 2)
     assert "random init" in caplog.text and "maskrcnn_resnet50_fpn_coco" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "arch", ["maskrcnn_resnet18_fpn", "maskrcnn_mobilenet_v3_large_fpn", "maskrcnn_resnet50_fpn_v2"]
+)
+def test_narrow_roi_heads_for_every_arch(arch: str) -> None:
+    """``mask_head_channels``/``box_head_size`` give narrower heads of the asked widths
+    that still train and predict (v2's conv box head and MobileNet's two levels too)."""
+    model = build_maskrcnn(
+        arch,
+        num_classes=4,
+        weights="none",
+        min_size=64,
+        max_size=96,
+        mask_head_channels=[32, 16],
+        box_head_size=48,
+    )
+    heads = model.roi_heads
+    convs = [m for m in heads.mask_head.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 16]
+    assert heads.box_head.fc7.out_features == 48
+    assert heads.box_predictor.cls_score.in_features == 48
+    assert _heads(model) == (4, 4)
+    masks = torch.zeros(1, 96, 64, dtype=torch.uint8)
+    masks[0, 20:60, 10:40] = 1
+    target = {"boxes": torch.tensor([[10.0, 20.0, 39.0, 59.0]]), "labels": torch.tensor([2])}
+    losses = model([torch.rand(3, 96, 64)], [{**target, "masks": masks}])
+    assert all(torch.isfinite(v) for v in losses.values())
+    model.eval()
+    out = model([torch.rand(3, 96, 64)])[0]
+    assert out["masks"].shape[1:] == (1, 96, 64)
+
+
+def test_default_roi_heads_are_untouched_by_the_narrow_settings() -> None:
+    """``None`` keeps torchvision's heads and draws nothing from the RNG, so runs without
+    the settings build bit-identical weights."""
+    torch.manual_seed(0)
+    plain = build_maskrcnn("maskrcnn_resnet18_fpn", num_classes=3, weights="none")
+    torch.manual_seed(0)
+    same = build_maskrcnn(
+        "maskrcnn_resnet18_fpn",
+        num_classes=3,
+        weights="none",
+        mask_head_channels=None,
+        box_head_size=None,
+    )
+    a, b = plain.state_dict(), same.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert plain.roi_heads.box_head.fc7.out_features == 1024
+
+
+def test_bad_roi_head_widths_are_errors() -> None:
+    with pytest.raises(ValueError, match="mask_head_channels"):
+        build_maskrcnn("maskrcnn_resnet18_fpn", weights="none", mask_head_channels=[])
+    with pytest.raises(ValueError, match="box_head_size"):
+        build_maskrcnn("maskrcnn_resnet18_fpn", weights="none", box_head_size=0)

@@ -11,6 +11,7 @@ when they cannot (e.g. on a machine without access to download.pytorch.org).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
@@ -24,8 +25,8 @@ from torchvision.models.detection import (
 )
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import misc as misc_nn_ops
 
@@ -78,6 +79,36 @@ def replace_heads(model: MaskRCNN, num_classes: int) -> MaskRCNN:
     model.roi_heads.box_predictor = FastRCNNPredictor(box_in, num_classes)
     mask_in = model.roi_heads.mask_predictor.conv5_mask.in_channels
     model.roi_heads.mask_predictor = MaskRCNNPredictor(mask_in, 256, num_classes)
+    return model
+
+
+def slim_roi_heads(
+    model: MaskRCNN,
+    num_classes: int,
+    mask_head_channels: Sequence[int] | None = None,
+    box_head_size: int | None = None,
+) -> MaskRCNN:
+    """Narrower RoI heads for ``model`` (new, randomly initialised layers).
+
+    ``mask_head_channels``: the widths of the mask head's 3x3 convs (torchvision: four of
+    256), its predictor's upsampling as wide as the last; ``box_head_size``: the width of
+    the box head's two fully connected layers (torchvision: 1024). ``None`` keeps a head.
+    On a CPU the mask head is about half of a training step's FLOPs at demo sizes.
+    """
+    heads = model.roi_heads
+    if mask_head_channels is not None:
+        widths = [int(c) for c in mask_head_channels]
+        if not widths or min(widths) < 1:
+            raise ValueError(f"mask_head_channels must be widths >= 1, got {mask_head_channels}")
+        heads.mask_head = MaskRCNNHeads(model.backbone.out_channels, widths, 1)
+        heads.mask_predictor = MaskRCNNPredictor(widths[-1], widths[-1], num_classes)
+    if box_head_size is not None:
+        if box_head_size < 1:
+            raise ValueError(f"box_head_size must be >= 1, got {box_head_size}")
+        cells = heads.box_roi_pool.output_size  # RoIAlign's (h, w); 7 x 7 in torchvision
+        h, w = (cells, cells) if isinstance(cells, int) else cells
+        heads.box_head = TwoMLPHead(model.backbone.out_channels * h * w, box_head_size)
+        heads.box_predictor = FastRCNNPredictor(box_head_size, num_classes)
     return model
 
 
@@ -185,6 +216,8 @@ def build_detector(
     min_size: int = 400,
     max_size: int = 600,
     mask_roi_size: int = 14,
+    mask_head_channels: Sequence[int] | None = None,
+    box_head_size: int | None = None,
     **kwargs: Any,
 ) -> MaskRCNN:
     """Build a Mask R-CNN for ``num_classes`` classes (background included).
@@ -194,7 +227,9 @@ def build_detector(
     photo at its native size (torchvision's 800/1333 would upsample it to 1200x800).
     ``mask_roi_size`` is the RoIAlign size of the mask branch; its predicted masks are twice
     that (torchvision's 14 gives 28 x 28; 28 gives 56 x 56, finer for thin structures at
-    about 4x the mask head's cost per RoI).
+    about 4x the mask head's cost per RoI). ``mask_head_channels`` and ``box_head_size``
+    make the RoI heads narrower (:func:`slim_roi_heads`; new layers, also over COCO
+    weights).
     Extra ``kwargs`` go to :class:`torchvision.models.detection.MaskRCNN` (e.g.
     ``rpn_post_nms_top_n_train``, ``box_batch_size_per_image``, ``box_detections_per_img``).
     """
@@ -213,7 +248,20 @@ def build_detector(
     if weights == "auto" and arch in _LIGHT:
         weights = "none"  # no COCO detector exists for the light backbones
     if arch in _LIGHT:
-        return _light_maskrcnn(arch, num_classes, weights, trainable_backbone_layers, **kwargs)
+        model = _light_maskrcnn(arch, num_classes, weights, trainable_backbone_layers, **kwargs)
+    else:
+        model = _resnet_maskrcnn(arch, num_classes, weights, trainable_backbone_layers, **kwargs)
+    return slim_roi_heads(model, num_classes, mask_head_channels, box_head_size)
+
+
+def _resnet_maskrcnn(
+    arch: str,
+    num_classes: int,
+    weights: str,
+    trainable_backbone_layers: int | None,
+    **kwargs: Any,
+) -> MaskRCNN:
+    """Mask R-CNN R50-FPN (v1 or v2) with COCO, ImageNet-backbone or no weights."""
     if arch not in _RESNET:
         raise ValueError(f"unknown model.net.arch {arch!r}: choose one of {', '.join(ARCHS)}")
     factory, coco = _RESNET[arch]
