@@ -305,7 +305,7 @@ def palette_ids(
     void colour, ignored); otherwise the indices are the class ids (our own palette, the
     VOC palette, a grey or arbitrary palette). Mixed cases are a DataError.
     """
-    used = [int(i) for i in np.unique(indices) if int(i) != ignore_index]
+    used = [i for i in sorted(distinct_values(indices)) if i != ignore_index]
     colour_of = {
         i: tuple(palette[3 * i : 3 * i + 3]) if 3 * i + 3 <= len(palette) else None for i in used
     }
@@ -399,23 +399,34 @@ def _binary_hint(path: Path, task: Task, rules: MaskRules) -> str:
     return f"{shown(path)}: mask holds only 0 and 255: a binary 0/255 mask? {fix}"
 
 
+def distinct_values(values: np.ndarray) -> set[int]:
+    """The distinct values of an integer array: one histogram pass when their range is
+    small (masks: a few ids in 0..65535), ``np.unique`` (a sort) otherwise."""
+    if values.size == 0:
+        return set()
+    lo, hi = int(values.min()), int(values.max())
+    if hi - lo > 1 << 17:
+        return {int(v) for v in np.unique(values)}
+    counts = np.bincount((values - lo).ravel(), minlength=hi - lo + 1)
+    return {int(v) + lo for v in np.flatnonzero(counts)}
+
+
 def ids_from_values(values: np.ndarray, path: Path, task: Task, rules: MaskRules) -> np.ndarray:
     """Checked uint8 class ids (ignored pixels: :data:`IGNORE_INDEX`) from raw mask values."""
-    present = np.unique(values)
-    listed = {int(v) for v in present}
+    listed = distinct_values(values)
     if rules.binary_255 is None and 255 in listed and listed <= {0, 255}:
         raise DataError(_binary_hint(path, task, rules))
     if rules.binary_255:
         values = np.where(values == 255, 1, values)
-    ignored = values == -1
-    if rules.ignore_index is not None:
-        ignored |= values == rules.ignore_index
-    if values.size and ignored.all():
+        listed = {1 if v == 255 else v for v in listed}
+    ignored_values = {-1} if rules.ignore_index is None else {-1, rules.ignore_index}
+    kept = listed - ignored_values
+    if values.size and not kept:
         raise DataError(
             f"{shown(path)}: every pixel is ignored (data.ignore_index={rules.ignore_index}): "
             "nothing to train or score on"
         )
-    bad = sorted({int(v) for v in np.unique(values[~ignored])} - set(range(task.num_classes)))
+    bad = sorted(kept - set(range(task.num_classes)))
     if bad:
         extra = f", {rules.ignore_index} = ignored" if rules.ignore_index is not None else ""
         raise DataError(
@@ -423,7 +434,8 @@ def ids_from_values(values: np.ndarray, path: Path, task: Task, rules: MaskRules
             f"(ids 0..{task.num_classes - 1}{extra}; found {bad[:10]})"
         )
     ids = values.astype(np.uint8)
-    ids[ignored] = IGNORE_INDEX
+    if listed & ignored_values:
+        ids[np.isin(values, list(ignored_values))] = IGNORE_INDEX
     return ids
 
 
