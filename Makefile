@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 install: $(STAMP) ## create .venv and install the package with dev tools (idempotent)
 
-demo: install ## train + test + predict on the embedded synthetic data (CPU, 9-17 min)
+demo: install ## train + test + predict on the embedded synthetic data (CPU, ~7 min)
 	$(PY) -m fashionseg.train experiment=demo $(ARGS)
 
 test: install ## run the test suite
