@@ -18,6 +18,7 @@ from fashionseg.data.io import (
     Sample,
     check_dataset,
     check_sample,
+    distinct_values,
     find_samples,
     read_image,
     read_mask,
@@ -254,3 +255,17 @@ def test_unknown_task_name(tiny_dataset: Path) -> None:
         find_samples(tiny_dataset, "shirts")
     with pytest.raises(ValueError, match="'shirts'"):
         FashionDataModule(root=str(tiny_dataset), task="shirts")
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.array([[0, 3, 3], [6, 0, 1]], dtype=np.uint8),
+        np.array([[-1, 2], [255, 2]], dtype=np.int64),  # ignored colours read as -1
+        np.array([[0, 65535], [300, 0]], dtype=np.uint16),  # 16-bit index masks
+        np.array([[0, 1 << 20], [-5, 7]], dtype=np.int64),  # a wide range: the sort path
+        np.zeros((0, 4), dtype=np.uint8),
+    ],
+)
+def test_distinct_values_match_numpy_unique(values: np.ndarray) -> None:
+    assert distinct_values(values) == {int(v) for v in np.unique(values)}
