@@ -479,38 +479,6 @@ def _max_time(seconds: float) -> str:
     return f"{days:02d}:{hours:02d}:{minutes:02d}:{secs:02d}"
 
 
-def training_command(
-    data_root: Path,
-    run_dir: Path,
-    steps: int,
-    weights: str,
-    max_time_s: float,
-    hardware: str = "gpu",
-    extra: Sequence[str] = (),
-) -> list[str]:
-    """``python -m fashionseg.train experiment=seed_report ...`` for the short run."""
-
-    def quoted(path: Path) -> str:
-        return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    return [
-        sys.executable,
-        "-m",
-        "fashionseg.train",
-        "experiment=seed_report",
-        "task=clothing",
-        f"data.root={quoted(data_root)}",
-        f"model.net.weights={weights}",
-        f"hardware={hardware}",
-        f"+trainer.max_steps={steps}",
-        f'+trainer.max_time="{_max_time(max_time_s)}"',
-        f"hydra.run.dir={quoted(run_dir)}",
-        "+callbacks.gpu_check_throughput._target_=fashionseg.gpu_check.TrainThroughput",
-        f"+callbacks.gpu_check_throughput.path={quoted(run_dir / 'throughput.json')}",
-        *extra,
-    ]
-
-
 def training_run(
     data_root: Path,
     run_dir: Path,
@@ -520,13 +488,31 @@ def training_run(
     hardware: str = "gpu",
     extra: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run the short training job in a child process (its output in ``run_dir/train.log``);
-    Lightning stops training at ``max_time`` (two minutes before ``timeout_s``, for the
-    test), and the job is killed at ``timeout_s``. Returns what it did."""
+    """Run the short training job (``python -m fashionseg.train experiment=seed_report
+    ...``) in a child process, its output in ``run_dir/train.log``. Lightning stops
+    training at ``max_time`` (two minutes before ``timeout_s``, for the test), and the
+    job is killed at ``timeout_s``. Returns what it did."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    command = training_command(
-        data_root, run_dir, steps, weights, max(30.0, timeout_s - 120.0), hardware, extra
-    )
+
+    def quoted(path: Path) -> str:
+        return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    command = [
+        sys.executable,
+        "-m",
+        "fashionseg.train",
+        "experiment=seed_report",
+        "task=clothing",
+        f"data.root={quoted(data_root)}",
+        f"model.net.weights={weights}",
+        f"hardware={hardware}",
+        f"+trainer.max_steps={steps}",
+        f'+trainer.max_time="{_max_time(max(30.0, timeout_s - 120.0))}"',
+        f"hydra.run.dir={quoted(run_dir)}",
+        "+callbacks.gpu_check_throughput._target_=fashionseg.gpu_check.TrainThroughput",
+        f"+callbacks.gpu_check_throughput.path={quoted(run_dir / 'throughput.json')}",
+        *extra,
+    ]
     log_path = run_dir / "train.log"
     start = time.perf_counter()
     with open(log_path, "w") as log:

@@ -329,13 +329,7 @@ class PhotoProgressBar(TQDMProgressBar):
             bar.set_description(f"predict (process 0's share, {trainer.world_size} processes)")
 
     def on_predict_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
+        self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, *_: Any
     ) -> None:
         self.predict_progress_bar.update(len(batch["index"]))
 
