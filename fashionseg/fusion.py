@@ -224,14 +224,26 @@ def fuse_sweep(
     method: str = "seed",
     mask_threshold: float = 0.5,
     semantic: Tensor | None = None,
+    class_thresholds: Tensor | None = None,
+    cls: int | None = None,
 ) -> Tensor:
     """Fuse at every score threshold at once: int64 ``[T, H, W]``.
 
-    Equal to stacking :func:`fuse` over ``thresholds`` (``[T]``, compared in the dtype
-    of ``scores`` like :func:`fuse`'s float threshold) at about the cost of one
-    :func:`fuse` plus one ``[H, W]`` copy per threshold.
+    Without ``class_thresholds``, map ``i`` equals :func:`fuse` with
+    ``threshold=thresholds[i]`` (``[T]``, compared in the dtype of ``scores`` like
+    :func:`fuse`'s float threshold), at about the cost of one :func:`fuse` plus one
+    ``[H, W]`` copy per threshold.
+
+    With ``class_thresholds [C]`` and a class id ``cls``, map ``i`` equals :func:`fuse`
+    with those per-class thresholds and ``class_thresholds[cls] = thresholds[i]``: class
+    ``cls`` takes each threshold while every other class keeps its own. The cost is about
+    one :func:`fuse` (the other classes' instances are painted once, then those of ``cls``
+    by descending score with a snapshot per threshold); this is what a search over
+    per-class thresholds scores, one class at a time.
     """
     _check_method(method)
+    if (class_thresholds is None) != (cls is None):
+        raise ValueError("class_thresholds and cls go together: give both or neither")
     probs = _mask_probs(labels, scores, masks)
     thresholds = torch.as_tensor(thresholds, device=scores.device)
     if thresholds.dim() != 1:
@@ -241,12 +253,26 @@ def fuse_sweep(
         return torch.zeros(0, *probs.shape[-2:], dtype=torch.int64, device=probs.device)
     if method == "semantic":
         return base.to(probs.device)[None].repeat(thresholds.numel(), 1, 1)
+    method = _instance_method(method)
+    if class_thresholds is not None:
+        class_thresholds = torch.as_tensor(class_thresholds, device=scores.device)
+        return _class_sweep(
+            labels,
+            scores,
+            probs,
+            base,
+            class_thresholds,
+            int(cls),
+            thresholds,
+            method,
+            mask_threshold,
+        )
     if method == "argmax":
         best, label = argmax_best(labels, scores, probs, mask_threshold)
         keep = best[None] > thresholds.to(best)[:, None, None]
         return torch.where(keep, label[None], torch.zeros_like(label)[None])
     num_kept = (scores[None, :] > thresholds.to(scores)[:, None]).sum(dim=1).tolist()
-    maps = _winner_maps(labels, scores, probs, _instance_method(method), mask_threshold, num_kept)
+    maps = _winner_maps(labels, scores, probs, method, mask_threshold, num_kept)
     return _paint(maps, base)
 
 
@@ -268,34 +294,18 @@ def argmax_class_sweep(
     return torch.where(keep, label[None], torch.zeros_like(label)[None])
 
 
-def fuse_class_sweep(
+def _class_sweep(
     labels: Tensor,
     scores: Tensor,
-    masks: Tensor,
+    probs: Tensor,
+    base: Tensor | None,
     class_thresholds: Tensor,
     cls: int,
     thresholds: Tensor,
-    *,
-    method: str = "seed",
-    mask_threshold: float = 0.5,
-    semantic: Tensor | None = None,
+    method: str,
+    mask_threshold: float,
 ) -> Tensor:
-    """Label maps ``[T, H, W]`` with per-class thresholds where class ``cls`` takes each of
-    ``thresholds`` and every other class its entry of ``class_thresholds [C]``.
-
-    Map ``i`` equals :func:`fuse` with ``class_thresholds[cls] = thresholds[i]``; the cost
-    is about one :func:`fuse` (the other classes' instances are painted once, then those
-    of ``cls`` by descending score with a snapshot per threshold). This is what a search
-    over per-class thresholds scores, one class at a time.
-    """
-    _check_method(method)
-    probs = _mask_probs(labels, scores, masks)
-    base = semantic_labels(semantic, method, tuple(probs.shape[-2:]))
-    thresholds = torch.as_tensor(thresholds, device=scores.device)
-    class_thresholds = torch.as_tensor(class_thresholds, device=scores.device)
-    if method == "semantic":
-        return base.to(probs.device)[None].repeat(thresholds.numel(), 1, 1)
-    method = _instance_method(method)
+    """:func:`fuse_sweep`'s per-class case, for an instance ``method``."""
     if method == "argmax":
         best, label = argmax_best(labels, scores, probs, mask_threshold)
         return argmax_class_sweep(best, label, class_thresholds, cls, thresholds)

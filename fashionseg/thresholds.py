@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fashionseg.fusion import argmax_best, argmax_class_sweep, fuse_class_sweep, semantic_labels
+from fashionseg.fusion import argmax_best, argmax_class_sweep, fuse_sweep, semantic_labels
 from fashionseg.metrics import iou_from_confmat, present_classes, selection_miou
 
 
@@ -200,22 +200,22 @@ class InstanceCache:
     def class_sweep(
         self, image: CachedImage, class_thresholds: Tensor, cls: int, thresholds: Tensor
     ) -> Tensor:
-        """``[T, H, W]`` maps of one cached image (see :func:`fashionseg.fusion.fuse_class_sweep`)."""
+        """``[T, H, W]`` maps of one cached image (see :func:`fashionseg.fusion.fuse_sweep`)."""
         if self.method == "argmax":
             return argmax_class_sweep(image.best, image.label, class_thresholds, cls, thresholds)
         if self.method == "semantic":
             count = torch.as_tensor(thresholds).numel()
             return image.semantic.to(torch.int64)[None].repeat(count, 1, 1)
-        return fuse_class_sweep(
+        return fuse_sweep(
             image.labels,
             image.scores,
             image.covers(),
-            class_thresholds,
-            cls,
             thresholds,
             method=self.method,
             mask_threshold=0.5,
             semantic=image.semantic,
+            class_thresholds=class_thresholds,
+            cls=cls,
         )
 
 

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from fashionseg.cli import UsageError
 from fashionseg.data.targets import IGNORE_INDEX
-from fashionseg.fusion import fuse, fuse_class_sweep, fuse_sweep
+from fashionseg.fusion import fuse, fuse_sweep
 from fashionseg.model.builder import build_maskrcnn
 from fashionseg.model.checkpoint import load_module
 from fashionseg.model.module import MaskRCNNModule
@@ -242,7 +242,9 @@ def test_panoptic_sweeps_equal_fuse_at_each_threshold(seed: int) -> None:
     cache = InstanceCache("panoptic", 0.5, float(thresholds.min()))
     cache.add(labels, scores, probs, torch.zeros(9, 11, dtype=torch.long), semantic)
     for cls in (1, 2, 3):
-        maps = fuse_class_sweep(labels, scores, probs, class_thresholds, cls, thresholds, **kw)
+        maps = fuse_sweep(
+            labels, scores, probs, thresholds, class_thresholds=class_thresholds, cls=cls, **kw
+        )
         cached = cache.class_sweep(cache.images[0], class_thresholds, cls, thresholds)
         for i, t in enumerate(thresholds.tolist()):
             moved = class_thresholds.clone()

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from fashionseg.data.datamodule import collate
 from fashionseg.model.checkpoint import load_module
-from fashionseg.model.module import NonFiniteLossError
+from fashionseg.model.module import MaskRCNNModule, NonFiniteLossError
 from fashionseg.model.semantic import IGNORE, SemanticModule, build_semantic
 
 NET = {"arch": "lraspp_mobilenet_v3_large", "weights": "none", "min_size": 40, "max_size": 60}
@@ -215,3 +215,13 @@ def test_validation_with_tensorboard_pictures_draws_predictions_and_no_threshold
 def test_a_setting_it_does_not_have_is_refused() -> None:
     with pytest.raises(TypeError, match="SemanticModule got unexpected settings: fusion"):
         SemanticModule(task="person", net=NET, fusion={"method": "seed"})
+
+
+def test_a_misspelt_setting_of_the_mask_rcnn_module_is_refused() -> None:
+    # its constructor passes the base's settings through **common: a typo must not be
+    # saved as a hyper-parameter
+    net = {"arch": "maskrcnn_mobilenet_v3_large_fpn", "weights": "none"}
+    with pytest.raises(TypeError, match="MaskRCNNModule got unexpected settings: treshold"):
+        MaskRCNNModule(task="person", net=net, treshold=0.3)
+    assert MaskRCNNModule.accepted_settings() >= {"task", "net", "optimizer", "fusion", "ap"}
+    assert SemanticModule.accepted_settings() == {"task", "net", "optimizer", "scheduler"}

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fashionseg.data.datamodule import collate
-from fashionseg.fusion import fuse, fuse_class_sweep
+from fashionseg.fusion import fuse, fuse_sweep
 from fashionseg.metrics import ThresholdSweep, selection_miou
 from fashionseg.model.module import SegmentationModule
 
@@ -34,14 +34,29 @@ def test_class_sweep_equals_fusing_at_each_combination(method: str) -> None:
         scores = torch.round(torch.rand(n, generator=g) * 10) / 10  # ties included
         masks = torch.rand(n, 1, 5, 6, generator=g)
         for cls in (1, 2, 3):
-            maps = fuse_class_sweep(
-                labels, scores, masks, class_thresholds, cls, thresholds, method=method
+            maps = fuse_sweep(
+                labels,
+                scores,
+                masks,
+                thresholds,
+                method=method,
+                class_thresholds=class_thresholds,
+                cls=cls,
             )
             for i, t in enumerate(thresholds):
                 combo = class_thresholds.clone()
                 combo[cls] = t
                 expected = fuse(labels, scores, masks, method=method, class_thresholds=combo)
                 assert torch.equal(maps[i], expected)
+
+
+@pytest.mark.parametrize("given", ["class_thresholds", "cls"])
+def test_class_sweep_needs_both_the_thresholds_and_the_class(given: str) -> None:
+    labels, scores = torch.tensor([1]), torch.tensor([0.9])
+    masks = torch.ones(1, 1, 3, 3)
+    half = {"class_thresholds": torch.tensor([0.5, 0.5]), "cls": 1}
+    with pytest.raises(ValueError, match="class_thresholds and cls go together"):
+        fuse_sweep(labels, scores, masks, torch.tensor([0.5]), **{given: half[given]})
 
 
 class FakeNet(nn.Module):

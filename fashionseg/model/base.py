@@ -15,6 +15,7 @@ TensorBoard pictures and the hparams tab are drawn by
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -69,10 +70,12 @@ class SegmentationBase(L.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         **settings: Any,
     ) -> None:
-        if settings and type(self).__init__ is SegmentationBase.__init__:
-            # a subclass without its own constructor has no settings of its own
+        # settings are the named parameters of the subclass's own constructor (a subclass
+        # without one has none); anything else is a typo, not a hyper-parameter to save
+        unexpected = sorted(set(settings) - type(self).accepted_settings())
+        if unexpected:
             raise TypeError(
-                f"{type(self).__name__} got unexpected settings: {', '.join(sorted(settings))}"
+                f"{type(self).__name__} got unexpected settings: {', '.join(unexpected)}"
             )
         super().__init__()
         net, optimizer, scheduler = (_plain(x) for x in (net, optimizer, scheduler))
@@ -98,6 +101,19 @@ class SegmentationBase(L.LightningModule):
         self.test_scores = ThresholdSweep(num_classes, [0.5], ignore_index=IGNORE_INDEX)
         self.test_results: dict[str, Any] | None = None
         self.last_val_result: dict[str, Any] | None = None
+
+    @classmethod
+    def accepted_settings(cls) -> set[str]:
+        """The keyword arguments the constructor takes: the base's and the subclass's own."""
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            if issubclass(klass, SegmentationBase) and "__init__" in vars(klass):
+                names |= {
+                    p.name
+                    for p in inspect.signature(klass.__init__).parameters.values()
+                    if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+                }
+        return names
 
     # ------------------------------------------------------------ subclass interface
     def build_net(self, settings: Mapping[str, Any]) -> torch.nn.Module:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import pickle
 import re
 from pathlib import Path
@@ -76,7 +75,7 @@ def module_from_checkpoint(
     from fashionseg.model.semantic import SEMANTIC_ARCHS, SemanticModule
 
     kind = SemanticModule if hparams["net"].get("arch") in SEMANTIC_ARCHS else MaskRCNNModule
-    accepted = inspect.signature(kind).parameters
+    accepted = kind.accepted_settings()
     module = kind(**{k: v for k, v in hparams.items() if k in accepted})
     try:
         module.load_state_dict(_with_batchnorm_counters(ckpt["state_dict"], module.state_dict()))

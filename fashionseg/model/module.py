@@ -57,11 +57,11 @@ def _rounded(values: Tensor) -> list[float]:
 class MaskRCNNModule(SegmentationBase):
     """Fine-tunes a torchvision Mask R-CNN and scores its fused label maps by IoU.
 
+    Takes :class:`fashionseg.model.base.SegmentationBase`'s ``task``, ``net`` (keyword
+    arguments of :func:`fashionseg.model.builder.build_maskrcnn`; ``num_classes`` comes
+    from the task), ``optimizer`` and ``scheduler`` by keyword, and these settings:
+
     Args:
-        task: ``person`` or ``clothing``.
-        net: keyword arguments of :func:`fashionseg.model.builder.build_maskrcnn`
-            (``num_classes`` comes from the task).
-        optimizer, scheduler: see :class:`fashionseg.model.base.SegmentationBase`.
         fusion: ``method`` (seed | score_order | argmax | panoptic | semantic: see
             :mod:`fashionseg.fusion`; the last two need ``net.semantic_head``),
             ``mask_threshold`` and ``per_class_thresholds`` (search per-class thresholds
@@ -78,16 +78,14 @@ class MaskRCNNModule(SegmentationBase):
 
     def __init__(
         self,
-        task: str = "person",
-        net: Mapping[str, Any] | None = None,
-        optimizer: Mapping[str, Any] | None = None,
-        scheduler: Mapping[str, Any] | None = None,
+        *,
         fusion: Mapping[str, Any] | None = None,
         thresholds: Sequence[float] | None = None,
         threshold: float | None = None,
         ap: bool = True,
         instances: str = "class",
         min_area: int = 0,
+        **common: Any,
     ) -> None:
         fusion, thresholds = _plain(fusion), _plain(thresholds)
         fusion = {
@@ -102,7 +100,8 @@ class MaskRCNNModule(SegmentationBase):
                 f"unknown fusion.method {fusion['method']!r}: choose one of "
                 f"{', '.join(ALL_METHODS)}"
             )
-        if fusion["method"] in SEMANTIC_METHODS and not (_plain(net) or {}).get("semantic_head"):
+        net = _plain(common.get("net")) or {}
+        if fusion["method"] in SEMANTIC_METHODS and not net.get("semantic_head"):
             raise ValueError(
                 f"fusion.method={fusion['method']} needs the semantic head: set "
                 "model.net.semantic_head=true (or use model=maskrcnn_panoptic)"
@@ -110,10 +109,7 @@ class MaskRCNNModule(SegmentationBase):
         check_instances(instances)
         thresholds = sorted(float(t) for t in (thresholds or DEFAULT_THRESHOLDS))
         super().__init__(
-            task,
-            net,
-            optimizer,
-            scheduler,
+            **common,
             fusion=fusion,
             thresholds=thresholds,
             threshold=threshold,
