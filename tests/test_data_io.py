@@ -265,6 +265,8 @@ def test_unknown_task_name(tiny_dataset: Path) -> None:
         np.array([[0, 65535], [300, 0]], dtype=np.uint16),  # 16-bit index masks
         np.array([[0, 1 << 20], [-5, 7]], dtype=np.int64),  # a wide range: the sort path
         np.zeros((0, 4), dtype=np.uint8),
+        np.array([[255, 254], [0, 255]], dtype=np.uint8)[:, ::-1],  # a strided 8-bit view
+        np.asarray(Image.new("P", (3, 2), 7)),  # PIL's read-only pixels
     ],
 )
 def test_distinct_values_match_numpy_unique(values: np.ndarray) -> None:

@@ -23,6 +23,7 @@ naming the file and the offending value. Nothing here writes to the dataset.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,7 +264,8 @@ def read_image(path: str | Path) -> torch.Tensor:
     Every mode goes through :func:`to_rgb8`; any problem is a DataError naming the file.
     """
     rgb, _ = read_photo(path)
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous()
+    # numpy reorders H x W x 3 bytes into planes about 3x faster than a torch permute copy
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
 
 
 def photo_info(path: str | Path) -> PhotoInfo:
@@ -313,7 +315,7 @@ def palette_ids(
     known = {i: class_of.get(colour_of[i]) for i in used}
     moved = [i for i in used if known[i] is not None and known[i] != i]
     if not moved:
-        return indices.astype(np.int64)
+        return indices
     if ignore_index is not None:
         known.update({i: -1 for i in used if colour_of[i] == VOID_COLOUR})
     unknown = [i for i in used if known[i] is None]
@@ -361,17 +363,25 @@ def _colours_to_ids(path: Path, rgb: np.ndarray, task: Task, void: bool) -> np.n
     return values[order][pos]
 
 
+def _integers(values: np.ndarray) -> np.ndarray:
+    """Integer mask values as they are (uint8 stays uint8: cheaper to count and check);
+    ``1``-mode booleans as uint8."""
+    return values.astype(np.uint8) if values.dtype == np.bool_ else values
+
+
 def _mask_values(img: Image.Image, path: Path, task: Task, rules: MaskRules) -> np.ndarray:
-    """The mask's values as int64 H x W: class ids, other values, ``-1`` for ignored colours."""
+    """The mask's values as an integer H x W array (uint8 for 8-bit masks, int64 where a
+    colour or palette lookup made them): class ids, other values, ``-1`` for ignored
+    colours."""
     mode = img.mode
     if img.format in ("JPEG", "MPO"):
         raise DataError(
             f"{shown(path)}: a JPEG file (lossy compression corrupts class ids); save masks as PNG"
         )
     if mode in ("L", "1") or mode == "I" or mode.startswith("I;"):
-        return np.asarray(img).astype(np.int64)
+        return _integers(np.asarray(img))
     if mode == "LA":
-        return np.asarray(img)[..., 0].astype(np.int64)
+        return np.asarray(img)[..., 0]
     if mode in ("P", "PA"):
         indices = np.asarray(img)
         indices = indices[..., 0] if indices.ndim == 3 else indices
@@ -404,6 +414,11 @@ def distinct_values(values: np.ndarray) -> set[int]:
     small (masks: a few ids in 0..65535), ``np.unique`` (a sort) otherwise."""
     if values.size == 0:
         return set()
+    if values.dtype == np.uint8:  # 8-bit masks: torch counts uint8 without widening it
+        with warnings.catch_warnings():  # a read-only view of PIL's pixels, only read here
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+            flat = torch.from_numpy(np.ascontiguousarray(values)).view(-1)
+        return {int(v) for v in np.flatnonzero(torch.bincount(flat).numpy())}
     lo, hi = int(values.min()), int(values.max())
     if hi - lo > 1 << 17:
         return {int(v) for v in np.unique(values)}
