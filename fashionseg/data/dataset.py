@@ -114,7 +114,10 @@ class FashionDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, Any]]:
         sample = self.samples[index]
-        image = read_image(sample.image)
+        # the decoder's H x W x 3 bytes, not copied: the transforms' resize is fastest on
+        # them (ContiguousPlanes ends that part); without transforms the float conversion
+        # below lays the photo out in planes
+        image = read_image(sample.image, planes=False)
         ids = read_mask(sample.mask, self.task, self.rules)
         if tuple(ids.shape) != tuple(image.shape[1:]):  # files changed since the check
             problem = size_problem(
@@ -135,5 +138,5 @@ class FashionDataset(Dataset):
         target["image_id"] = torch.tensor(self._ids[sample.stem], dtype=torch.int64)
         target["stem"] = sample.stem
         if image.dtype == torch.uint8:
-            image = image.float().div_(255)
-        return image, target
+            image = image.to(torch.float32, memory_format=torch.contiguous_format).div_(255)
+        return image.contiguous(), target  # a no-op unless custom transforms kept the view

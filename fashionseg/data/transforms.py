@@ -117,6 +117,21 @@ class RandomCrop(v2.Transform):
         return f"{self.min_frac}, {self.max_frac}"
 
 
+class ContiguousPlanes(v2.Transform):
+    """Lay the photo out as one contiguous plane per channel (masks pass through).
+
+    :class:`~fashionseg.data.dataset.FashionDataset` hands the geometric steps its decoded
+    photo as a 3 x H x W view of H x W x 3 memory: torch's uint8 bilinear resize runs
+    2-3x faster on that layout (the same values). This step ends the geometric part, so
+    that colour jitter and the model get the layout they always had (and the same sums).
+    """
+
+    _transformed_types = (tv_tensors.Image,)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return inpt.contiguous()
+
+
 def build_train_transforms(
     hflip: float = 0.0,
     scale_jitter: Sequence[float] | None = None,
@@ -127,7 +142,7 @@ def build_train_transforms(
     """The training augmentation from config values as a ``v2.Compose`` (None when none).
 
     Order: random crop (side fraction ``[min, max]``), scale jitter (``[min, max]``),
-    horizontal flip (probability ``hflip``), colour jitter: the photo becomes float in
+    horizontal flip (probability ``hflip``), :class:`ContiguousPlanes`, colour jitter: the photo becomes float in
     [0, 1] (``v2.ToDtype``, so the ops do not round to uint8 one after another), then
     ``v2.ColorJitter`` draws brightness, contrast and saturation factors from
     ``[1 - color_jitter, 1 + color_jitter]`` and a hue shift from ``[-hue_jitter,
@@ -142,8 +157,9 @@ def build_train_transforms(
         transforms.append(RandomScale(*scale_jitter))
     if hflip > 0:
         transforms.append(v2.RandomHorizontalFlip(hflip))
+    transforms.append(ContiguousPlanes())
     if color_jitter > 0 or hue_jitter > 0:
         s = color_jitter
         transforms.append(v2.ToDtype(torch.float32, scale=True))
         transforms.append(v2.ColorJitter(brightness=s, contrast=s, saturation=s, hue=hue_jitter))
-    return v2.Compose(transforms) if transforms else None
+    return v2.Compose(transforms) if len(transforms) > 1 else None
