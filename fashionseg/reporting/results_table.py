@@ -36,6 +36,7 @@ ROWS = {
     "ccp_semantic_plus": "semantic + random crops, 384x256, 35 epochs, flip TTA",
     "ccp_panoptic": "Panoptic FPN: improved Mask R-CNN + semantic FPN head, panoptic fusion",
     "ccp_panoptic_plus": "Panoptic FPN + random crops, 384x256, narrow RoI heads, 6 epochs",
+    "ccp_panoptic_long": "Panoptic FPN, narrow RoI heads, 6 epochs (300x200, no crops)",
 }
 TASKS = ("person", "clothing")
 # Extra overrides of one row on one task, each with its measured reason.
