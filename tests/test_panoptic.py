@@ -429,3 +429,16 @@ def test_evaluate_scores_ap_of_older_checkpoints_with_their_runs_instance_mode()
     assert _ap_instances(newer) == {}  # the module's own setting stands
     semantic = {"hyper_parameters": {"net": {}}, "datamodule_hyper_parameters": data}
     assert _ap_instances(semantic) == {}  # no instances, no AP
+
+
+def test_the_panoptic_sweep_can_choose_the_semantic_head_alone(tmp_path: Path) -> None:
+    from fashionseg.bench import compose_config
+
+    labels, scores, probs, semantic = _random_case(3)
+    scores[0] = 1.0  # a float32 score can round to 1.0: still not painted at 1.0
+    kw = {"mask_threshold": 0.5, "semantic": semantic}
+    sweep = fuse_sweep(labels, scores, probs, torch.tensor([0.5, 1.0]), method="panoptic", **kw)
+    alone = fuse(labels, scores, probs, method="semantic", **kw)
+    assert torch.equal(sweep[1], alone) and not torch.equal(sweep[0], alone)
+    cfg = compose_config(tmp_path, ["experiment=ccp_panoptic"])
+    assert cfg.model.thresholds[-1] == 1.0 and cfg.model.fusion.method == "panoptic"
