@@ -143,7 +143,8 @@ def table(out: Path, rows: list[str], tasks: list[str], data: str | None) -> str
     lines.append(
         "IoU in %, test split; mask and box AP: COCO AP over IoU 0.50:0.95 (AP50/AP75) in % "
         "of the Mask R-CNN's instances against the label maps' own instances (the row's "
-        "data.instances), test split; train time is wall time (training, validation, test)."
+        "data.instances), test split; train time is wall time (training, validation, test); "
+        "a threshold of 1.00 paints no instance (panoptic fusion: the semantic head alone)."
     )
     lines += ["", "Rows:", *[f"- {r}: {ROWS.get(r, r)}" for r in rows]]
     return "\n".join(lines) + "\n"
