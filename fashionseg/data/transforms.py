@@ -150,13 +150,13 @@ def build_train_transforms(
     """The training augmentation from config values as a ``v2.Compose`` (None when none).
 
     Order: random crop (side fraction ``[min, max]``), scale jitter (``[min, max]``),
-    horizontal flip (probability ``hflip``), :class:`ContiguousPlanes`, colour jitter: the photo becomes float in
-    [0, 1] (``v2.ToDtype``, so the ops do not round to uint8 one after another), then
-    ``v2.ColorJitter`` draws brightness, contrast and saturation factors from
-    ``[1 - color_jitter, 1 + color_jitter]`` and a hue shift from ``[-hue_jitter,
-    hue_jitter]`` and applies them in random order, each clamped to [0, 1]. A zero or
-    ``None`` setting leaves that step out; either jitter alone jitters. Hue is off by
-    default: its RGB -> HSV round trip costs about 30 ms per 600x400 photo on one CPU core.
+    horizontal flip (probability ``hflip``), :class:`ContiguousPlanes`, colour jitter:
+    the photo becomes float in [0, 1] (``v2.ToDtype``, so the ops do not round to uint8
+    one after another), then ``v2.ColorJitter`` draws brightness, contrast and saturation
+    factors from ``[1 - color_jitter, 1 + color_jitter]`` and a hue shift from
+    ``[-hue_jitter, hue_jitter]`` and applies them in random order, each clamped to [0, 1].
+    A zero or ``None`` setting leaves that step out; either jitter alone jitters. Hue is off
+    by default: its RGB -> HSV round trip costs about 30 ms per 600x400 photo on one core.
     """
     transforms: list[v2.Transform] = []
     if crop:
