@@ -233,12 +233,12 @@ def test_seeded_augmentation_repeats() -> None:
 
 
 _FAULTS = """
-import ctypes, resource, sys, torch
+import resource, sys, torch
 from fashionseg.data.dataset import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory() and keep_freed_memory()  # once per process, then a no-op
-else:  # glibc's starting threshold (128 KiB), pinned: its dynamic raise varies by run
-    assert ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+else:  # glibc's starting thresholds (128 KiB), pinned: its dynamic raise varies by run
+    assert keep_freed_memory(mmap_threshold=128 * 1024, trim_threshold=128 * 1024)
 heights = [600, 450, 700, 520]  # photo sizes vary with scale jitter
 for h in heights:
     torch.ones(3, h, 400).mul(2)  # the first photo-sized blocks fault in
@@ -261,9 +261,9 @@ def test_freed_photo_memory_is_reused_instead_of_faulting_in_anew() -> None:
         return int(run.stdout.split()[-1])
 
     kept, default = faults("keep"), faults("default")
-    # the problem is real here: ~8,000 for 20 photos with glibc's starting threshold (left
-    # to itself glibc raises the threshold as blocks are freed, and the count varied from
-    # 1,418 to 8,045 between runs)
+    # the problem is real here: 26,630 faults for 20 photos with glibc's starting thresholds
+    # pinned (left to itself glibc raises the mmap threshold as blocks are freed, and the
+    # count varied from 1,418 to 8,045 between runs)
     assert default > 5000
     assert kept * 3 < default  # measured: 0 in three runs of four, 1,899 in one
 

@@ -266,10 +266,19 @@ def read_image(path: str | Path, *, planes: bool = True) -> torch.Tensor:
     last strides, no copy), the layout torch's uint8 resize is fastest on.
     """
     rgb, _ = read_photo(path)
-    if not planes:
-        return torch.from_numpy(rgb).permute(2, 0, 1)
-    # numpy reorders H x W x 3 bytes into planes about 3x faster than a torch permute copy
-    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+    view = torch.from_numpy(rgb).permute(2, 0, 1)
+    return planar(view) if planes else view
+
+
+def planar(image: torch.Tensor) -> torch.Tensor:
+    """``image`` with contiguous memory (itself when it has it already). On the CPU numpy
+    does the copy: it reorders a channels-last uint8 photo into planes 2-3x faster than
+    torch's strided copy (600x400: ~0.2-0.3 vs ~0.6-0.8 ms)."""
+    if image.is_contiguous():
+        return image
+    if image.device.type != "cpu":
+        return image.contiguous()
+    return torch.from_numpy(np.ascontiguousarray(image.numpy()))
 
 
 def photo_info(path: str | Path) -> PhotoInfo:

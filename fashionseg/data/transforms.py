@@ -20,12 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
+
+from fashionseg.data.io import planar
 
 Target = dict[str, Any]
 PairTransform = Callable[[Tensor, Target], tuple[Tensor, Target]]
@@ -130,14 +131,7 @@ class ContiguousPlanes(v2.Transform):
     _transformed_types = (tv_tensors.Image,)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if inpt.is_contiguous():
-            return inpt
-        if inpt.device.type != "cpu":
-            return inpt.contiguous()
-        # numpy reorders the bytes about twice as fast as torch's strided copy (measured on
-        # a 3 x 660 x 440 uint8 photo: ~0.3 vs ~0.8 ms)
-        planes = torch.from_numpy(np.ascontiguousarray(inpt.numpy()))
-        return tv_tensors.wrap(planes, like=inpt)
+        return tv_tensors.wrap(planar(inpt.as_subclass(Tensor)), like=inpt)
 
 
 def build_train_transforms(
