@@ -70,7 +70,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("tta_hflip") is not None:
         if not hasattr(module, "tta_hflip"):
             raise UsageError(
-                f"{cfg.ckpt}: tta_hflip applies to the semantic models only, "
+                f"{cfg.ckpt}: tta_hflip applies to the semantic models and Panoptic FPN's "
+                "semantic head only, "
                 f"not {module.hparams.net.get('arch', 'this model')!r}"
             )
         module.tta_hflip = bool(cfg.tta_hflip)

@@ -133,7 +133,12 @@ def _backbone_settings(
     return backbone_weights, trainable_layers, norm
 
 
-def _light_backbone(arch: str, weights: str, trainable_backbone_layers: int | None) -> nn.Module:
+def _light_backbone(
+    arch: str,
+    weights: str,
+    trainable_backbone_layers: int | None,
+    returned_layers: Sequence[int] | None,
+) -> nn.Module:
     """The FPN backbone of a light architecture (ImageNet weights or random init)."""
     mobilenet = arch == "maskrcnn_mobilenet_v3_large_fpn"
     backbone_weights, trainable, norm = _backbone_settings(
@@ -143,20 +148,40 @@ def _light_backbone(arch: str, weights: str, trainable_backbone_layers: int | No
         trainable_backbone_layers,
         all_layers=6 if mobilenet else 5,
     )
-    if mobilenet:
-        return mobilenet_backbone(
-            backbone_name="mobilenet_v3_large",
-            weights=backbone_weights,
-            fpn=True,
-            trainable_layers=trainable,
-            norm_layer=norm,
-        )
-    return resnet_fpn_backbone(
-        backbone_name="resnet18",
-        weights=backbone_weights,
-        trainable_layers=trainable,
-        norm_layer=norm,
-    )
+    layers = None if returned_layers is None else [int(k) for k in returned_layers]
+    common = {"weights": backbone_weights, "trainable_layers": trainable, "norm_layer": norm}
+    try:
+        if mobilenet:
+            return mobilenet_backbone(
+                backbone_name="mobilenet_v3_large", fpn=True, returned_layers=layers, **common
+            )
+        return resnet_fpn_backbone(backbone_name="resnet18", returned_layers=layers, **common)
+    except (AssertionError, IndexError) as err:  # torchvision checks the range with assert
+        valid = "1-5" if mobilenet else "1-4"
+        raise ValueError(
+            f"model.net.returned_layers={returned_layers} does not fit {arch}: give "
+            f"distinct stages in {valid}"
+        ) from err
+
+
+def level_layout(backbone: nn.Module) -> dict[str, Any]:
+    """Anchors and RoI pools for an FPN backbone's own levels (read off a probe run).
+
+    Every level of stride ``s`` gets anchors of sides ``4s`` and ``8s`` (three aspect
+    ratios), the max-pooled extra level twice its input's; the box and mask RoIAlign pool
+    from every level but that extra one, as in torchvision's ResNet FPN layout.
+    """
+    from fashionseg.model.panoptic import fpn_strides
+
+    _, strides = fpn_strides(backbone)
+    levels = list(strides)
+    sides = [(4 * s, 8 * s) for s in strides.values()]
+    sides.append((8 * max(strides.values()), 16 * max(strides.values())))  # the pool level
+    return {
+        "rpn_anchor_generator": AnchorGenerator(tuple(sides), ((0.5, 1.0, 2.0),) * len(sides)),
+        "box_roi_pool": MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2),
+        "mask_roi_pool": MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2),
+    }
 
 
 def _light_maskrcnn(
@@ -164,12 +189,22 @@ def _light_maskrcnn(
     num_classes: int,
     weights: str,
     trainable_backbone_layers: int | None,
+    returned_layers: Sequence[int] | None = None,
     **kwargs: Any,
 ) -> MaskRCNN:
     """Mask R-CNN on a ResNet-18 FPN (the R50 layout, stride 4-32 levels, at ~1/2 the
-    cost) or a MobileNetV3-Large FPN (anchors and RoI pools matched to its two levels)."""
-    backbone = _light_backbone(arch, weights, trainable_backbone_layers)
-    if arch == "maskrcnn_mobilenet_v3_large_fpn":
+    cost) or a MobileNetV3-Large FPN (anchors and RoI pools matched to its two levels).
+
+    ``returned_layers`` picks the backbone stages the FPN reads (torchvision's argument;
+    default ResNet ``[1, 2, 3, 4]``, strides 4-32; MobileNetV3 ``[4, 5]``, both at stride
+    32). Given, anchors and RoI pools follow the levels (:func:`level_layout`); e.g.
+    MobileNetV3 ``[2, 3, 4, 5]`` adds stride-8 and stride-16 levels, which Panoptic FPN's
+    semantic head needs for a map finer than 1/32.
+    """
+    backbone = _light_backbone(arch, weights, trainable_backbone_layers, returned_layers)
+    if returned_layers is not None:
+        kwargs = {**level_layout(backbone), **kwargs}
+    elif arch == "maskrcnn_mobilenet_v3_large_fpn":
         # The backbone returns two FPN levels ("0", "1") plus a max-pooled one ("pool").
         anchor_sizes = ((32, 64, 128, 256, 512),) * 3
         aspect_ratios = ((0.5, 1.0, 2.0),) * len(anchor_sizes)
@@ -188,24 +223,33 @@ def build_maskrcnn(
     semantic_head: bool = False,
     semantic_loss_weight: float = 1.0,
     semantic_channels: int = 128,
+    tta_hflip: bool = False,
     **detector: Any,
 ) -> MaskRCNN:
     """Build a Mask R-CNN (``detector`` settings: see :func:`build_detector`), with Panoptic
     FPN's semantic head when ``semantic_head``:
     :class:`fashionseg.model.panoptic.PanopticMaskRCNN`, whose head is always newly
     initialised (whatever ``weights``), ``semantic_channels`` wide and trained with
-    cross-entropy times ``semantic_loss_weight`` beside the Mask R-CNN losses.
+    cross-entropy times ``semantic_loss_weight`` beside the Mask R-CNN losses; with
+    ``tta_hflip`` evaluation averages its logits with the mirror image's.
     """
     if semantic_loss_weight < 0:
         raise ValueError(f"semantic_loss_weight must be >= 0, got {semantic_loss_weight}")
     if semantic_channels < 1:
         raise ValueError(f"semantic_channels must be >= 1, got {semantic_channels}")
+    if tta_hflip and not semantic_head:
+        raise ValueError(
+            "model.net.tta_hflip averages the semantic head's logits: it needs "
+            "model.net.semantic_head=true"
+        )
     detector = build_detector(arch, num_classes, **detector)
     if not semantic_head:
         return detector
     from fashionseg.model.panoptic import PanopticMaskRCNN
 
-    return PanopticMaskRCNN(detector, num_classes, semantic_loss_weight, semantic_channels)
+    return PanopticMaskRCNN(
+        detector, num_classes, semantic_loss_weight, semantic_channels, tta_hflip
+    )
 
 
 def build_detector(
@@ -218,6 +262,7 @@ def build_detector(
     mask_roi_size: int = 14,
     mask_head_channels: Sequence[int] | None = None,
     box_head_size: int | None = None,
+    returned_layers: Sequence[int] | None = None,
     **kwargs: Any,
 ) -> MaskRCNN:
     """Build a Mask R-CNN for ``num_classes`` classes (background included).
@@ -229,7 +274,8 @@ def build_detector(
     that (torchvision's 14 gives 28 x 28; 28 gives 56 x 56, finer for thin structures at
     about 4x the mask head's cost per RoI). ``mask_head_channels`` and ``box_head_size``
     make the RoI heads narrower (:func:`slim_roi_heads`; new layers, also over COCO
-    weights).
+    weights). ``returned_layers`` (light architectures only) picks the backbone stages
+    the FPN reads (:func:`_light_maskrcnn`).
     Extra ``kwargs`` go to :class:`torchvision.models.detection.MaskRCNN` (e.g.
     ``rpn_post_nms_top_n_train``, ``box_batch_size_per_image``, ``box_detections_per_img``).
     """
@@ -240,17 +286,23 @@ def build_detector(
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
     kwargs = {"min_size": min_size, "max_size": max_size, **kwargs}
-    if mask_roi_size != 14:
-        levels = ["0", "1"] if arch == "maskrcnn_mobilenet_v3_large_fpn" else ["0", "1", "2", "3"]
-        kwargs["mask_roi_pool"] = MultiScaleRoIAlign(
-            levels, output_size=mask_roi_size, sampling_ratio=2
+    if returned_layers is not None and arch not in _LIGHT:
+        raise ValueError(
+            f"model.net.returned_layers applies to {' and '.join(_LIGHT)}, not {arch}"
         )
     if weights == "auto" and arch in _LIGHT:
         weights = "none"  # no COCO detector exists for the light backbones
     if arch in _LIGHT:
-        model = _light_maskrcnn(arch, num_classes, weights, trainable_backbone_layers, **kwargs)
+        model = _light_maskrcnn(
+            arch, num_classes, weights, trainable_backbone_layers, returned_layers, **kwargs
+        )
     else:
         model = _resnet_maskrcnn(arch, num_classes, weights, trainable_backbone_layers, **kwargs)
+    if mask_roi_size != 14:
+        heads = model.roi_heads
+        heads.mask_roi_pool = MultiScaleRoIAlign(
+            heads.mask_roi_pool.featmap_names, output_size=mask_roi_size, sampling_ratio=2
+        )
     return slim_roi_heads(model, num_classes, mask_head_channels, box_head_size)
 
 

@@ -139,6 +139,20 @@ class MaskRCNNModule(SegmentationBase):
         """Whether the network has Panoptic FPN's semantic head (``net.semantic_head``)."""
         return bool(self.hparams.net.get("semantic_head", False))
 
+    @property
+    def tta_hflip(self) -> bool:
+        """Whether the semantic head averages its logits with the mirror image's
+        (``net.tta_hflip``); only a network with the semantic head has the setting."""
+        if not self.has_semantic_head:
+            raise AttributeError("tta_hflip needs Panoptic FPN's semantic head")
+        return self.net.tta_hflip
+
+    @tta_hflip.setter
+    def tta_hflip(self, value: bool) -> None:
+        if not self.has_semantic_head:
+            raise AttributeError("tta_hflip needs Panoptic FPN's semantic head")
+        self.net.tta_hflip = bool(value)
+
     def build_net(self, settings: Mapping[str, Any]) -> torch.nn.Module:
         return build_maskrcnn(num_classes=self.task.num_classes, **settings)
 

@@ -17,7 +17,9 @@ map of each target is resized the same way (nearest) and padded with
 :data:`~fashionseg.data.targets.IGNORE_INDEX`, and cross-entropy (ignoring that value,
 times ``semantic_loss_weight``) joins the five Mask R-CNN losses as ``loss_semantic``.
 In evaluation every detection dict gains ``sem_probs``: ``[C, H, W]`` class
-probabilities at the photo's own size (padding cropped away, then bilinear resize).
+probabilities at the photo's own size (padding cropped away, then bilinear resize);
+with ``tta_hflip`` the head's logits are averaged with those of the mirror image (the
+backbone and head run once more; the instances come from the photo alone).
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ class PanopticMaskRCNN(MaskRCNN):
         num_classes: int,
         loss_weight: float = 1.0,
         channels: int = 128,
+        tta_hflip: bool = False,
     ) -> None:
         GeneralizedRCNN.__init__(
             self, detector.backbone, detector.rpn, detector.roi_heads, detector.transform
@@ -148,6 +151,7 @@ class PanopticMaskRCNN(MaskRCNN):
         self.semantic_head = SemanticFPNHead(in_channels, strides, num_classes, channels)
         self.semantic_loss_weight = float(loss_weight)
         self.num_classes = num_classes
+        self.tta_hflip = bool(tta_hflip)
 
     def semantic_logits(self, features: dict[str, Tensor], padded: tuple[int, int]) -> Tensor:
         """Head logits ``[B, C, H, W]`` at the padded batch's size."""
@@ -202,6 +206,12 @@ class PanopticMaskRCNN(MaskRCNN):
                 **proposal_losses,
                 "loss_semantic": loss * self.semantic_loss_weight,
             }
+        if self.tta_hflip:
+            # The mirror's padding lands on the left and flips back under the real padding.
+            mirrored = self.backbone(image_list.tensors.flip(-1))
+            if isinstance(mirrored, Tensor):
+                mirrored = OrderedDict([("0", mirrored)])
+            logits = (logits + self.semantic_logits(mirrored, padded).flip(-1)) / 2
         detections = self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
         for i, ((h, w), size) in enumerate(
             zip(image_list.image_sizes, original_sizes, strict=True)
