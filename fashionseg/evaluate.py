@@ -9,7 +9,8 @@ every image in ``data.root``. ``thresholds`` re-chooses the score threshold (and
 per-class thresholds of a model trained with them) on the run's *validation* split, as
 training does, then scores the requested split at that choice: a threshold is never
 picked on the figures it reports. ``threshold`` fixes one instead. ``tta_hflip`` turns
-the semantic models' mirror-image averaging on or off (default: as trained).
+the mirror-image averaging of the semantic models and of Panoptic FPN's semantic head on
+or off (default: as trained).
 """
 
 from __future__ import annotations

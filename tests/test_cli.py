@@ -275,4 +275,7 @@ def test_tta_hflip_on_a_mask_rcnn_checkpoint_is_a_one_line_error(
         f"hydra.run.dir={work / 'e_tta'}",
         cwd=work,
     )
-    assert last.startswith(f"error: {ckpt}: tta_hflip applies to the semantic models only")
+    assert last.startswith(
+        f"error: {ckpt}: tta_hflip applies to the semantic models and Panoptic FPN's "
+        "semantic head only"
+    )

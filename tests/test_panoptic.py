@@ -90,6 +90,96 @@ def test_head_needs_power_of_two_strides() -> None:
         SemanticFPNHead(8, {"0": 4, "1": 12}, 2, channels=8)
 
 
+# ------------------------------------------------------------- FPN levels of the light nets
+def test_returned_layers_give_the_mobilenet_fpn_finer_levels_and_matching_heads() -> None:
+    default = _net("maskrcnn_mobilenet_v3_large_fpn")
+    assert default.semantic_head.common_stride == 32  # torchvision's [4, 5]: both at 1/32
+    net = _net("maskrcnn_mobilenet_v3_large_fpn", returned_layers=[2, 3, 4, 5])
+    assert net.semantic_head.common_stride == 8
+    assert net.semantic_head.levels == ["0", "1", "2", "3"]
+    heads = net.roi_heads
+    assert heads.box_roi_pool.featmap_names == ["0", "1", "2", "3"]
+    assert heads.mask_roi_pool.featmap_names == ["0", "1", "2", "3"]
+    # one anchor-size pair per level (strides 8, 16, 32, 32) and the max-pooled one
+    assert net.rpn.anchor_generator.sizes == (
+        (32, 64),
+        (64, 128),
+        (128, 256),
+        (128, 256),
+        (256, 512),
+    )
+    losses = net.train()(
+        [torch.rand(3, h, w) for h, w in ODD_SIZES], [_target(h, w) for h, w in ODD_SIZES]
+    )
+    assert all(torch.isfinite(v) for v in losses.values())
+    with torch.no_grad():
+        out = net.eval()([torch.rand(3, h, w) for h, w in ODD_SIZES])
+    assert [tuple(o["sem_probs"].shape) for o in out] == [(3, h, w) for h, w in ODD_SIZES]
+
+
+def test_mask_roi_size_pools_from_the_models_own_levels() -> None:
+    for layers, levels in ((None, ["0", "1"]), ([3, 4, 5], ["0", "1", "2"])):
+        net = build_maskrcnn(
+            "maskrcnn_mobilenet_v3_large_fpn",
+            weights="none",
+            returned_layers=layers,
+            mask_roi_size=28,
+        )
+        pool = net.roi_heads.mask_roi_pool
+        assert pool.featmap_names == levels and pool.output_size == (28, 28)
+    r18 = build_maskrcnn("maskrcnn_resnet18_fpn", weights="none", returned_layers=[2, 3, 4])
+    assert r18.roi_heads.box_roi_pool.featmap_names == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize(
+    ("arch", "layers", "message"),
+    [
+        ("maskrcnn_resnet50_fpn", [1, 2, 3, 4], "applies to maskrcnn_resnet18_fpn"),
+        ("maskrcnn_mobilenet_v3_large_fpn", [0, 6], r"does not fit .* from 0-5"),
+        ("maskrcnn_mobilenet_v3_large_fpn", [5, 5], "distinct stages"),
+        ("maskrcnn_mobilenet_v3_large_fpn", [4, 2], "increasing order"),
+        ("maskrcnn_mobilenet_v3_large_fpn", [], "does not fit"),
+        ("maskrcnn_resnet18_fpn", [5], r"from 1-4"),
+    ],
+)
+def test_returned_layers_mistakes_are_value_errors(arch: str, layers: list, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_maskrcnn(arch, weights="none", returned_layers=layers)
+
+
+# ----------------------------------------------------------------------- flip TTA
+def test_flip_tta_averages_the_head_over_the_photo_and_its_mirror() -> None:
+    # 64x96 at min_size 64 / max_size 96: no resize and no padding, so the mirror image's
+    # map is exactly the photo's map mirrored
+    net = _net("maskrcnn_resnet18_fpn", min_size=64, max_size=96).eval()
+    image = torch.rand(3, 64, 96)
+    with torch.no_grad():
+        plain = net([image])[0]["sem_probs"]
+        plain_mirror = net([image.flip(-1)])[0]["sem_probs"].flip(-1)
+        net.tta_hflip = True
+        tta = net([image])[0]
+        tta_mirror = net([image.flip(-1)])[0]["sem_probs"].flip(-1)
+    assert not torch.allclose(plain, plain_mirror, atol=1e-4)  # a random net is not symmetric
+    torch.testing.assert_close(tta["sem_probs"], tta_mirror, rtol=0, atol=1e-5)
+    # the average of the logits, not of the probabilities
+    between = ((plain.log() + plain_mirror.log()) / 2).softmax(0)
+    torch.testing.assert_close(tta["sem_probs"], between, rtol=0, atol=1e-4)
+    assert {"boxes", "labels", "scores", "masks"} <= set(tta)
+
+
+def test_flip_tta_needs_the_head_and_is_a_module_setting() -> None:
+    with pytest.raises(ValueError, match="semantic_head=true"):
+        build_maskrcnn("maskrcnn_resnet18_fpn", weights="none", tta_hflip=True)
+    module = MaskRCNNModule(task="person", net={**TINY_HEAD, "tta_hflip": True})
+    assert module.tta_hflip and module.net.tta_hflip
+    module.tta_hflip = False
+    assert not module.net.tta_hflip
+    plain = MaskRCNNModule(
+        task="person", net={k: v for k, v in TINY_HEAD.items() if k != "semantic_head"}
+    )
+    assert not hasattr(plain, "tta_hflip")  # evaluate's one-line error relies on this
+
+
 # ------------------------------------------------------------------------ joint loss
 @pytest.mark.parametrize("arch", ["maskrcnn_resnet18_fpn", "maskrcnn_mobilenet_v3_large_fpn"])
 def test_joint_loss_dict_has_the_five_losses_and_the_semantic_one(arch: str) -> None:
@@ -368,6 +458,12 @@ def test_tiny_panoptic_training_writes_ap_into_metrics_json(tmp_path: Path, fusi
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
         assert evaluated["threshold"] is None and evaluated["miou"] is not None
+        # and with the semantic head averaged over the mirror image
+        cmd[-2:] = ["tta_hflip=true", f"hydra.run.dir={tmp_path / 'eval_tta'}"]
+        proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        evaluated = json.loads((tmp_path / "eval_tta" / "metrics.json").read_text())
+        assert evaluated["threshold"] is not None and evaluated["miou"] is not None
 
 
 # ------------------------------------------------- evaluate fusion_method=... (no model)

@@ -148,20 +148,25 @@ def _light_backbone(
         trainable_backbone_layers,
         all_layers=6 if mobilenet else 5,
     )
-    layers = None if returned_layers is None else [int(k) for k in returned_layers]
-    common = {"weights": backbone_weights, "trainable_layers": trainable, "norm_layer": norm}
-    try:
-        if mobilenet:
-            return mobilenet_backbone(
-                backbone_name="mobilenet_v3_large", fpn=True, returned_layers=layers, **common
+    layers = None
+    if returned_layers is not None:
+        layers = [int(k) for k in returned_layers]
+        first, last = (0, 5) if mobilenet else (1, 4)
+        if (
+            not layers
+            or layers != sorted(set(layers))
+            or not first <= layers[0] <= layers[-1] <= last
+        ):
+            raise ValueError(
+                f"model.net.returned_layers={list(returned_layers)} does not fit {arch}: give "
+                f"distinct stages in increasing order from {first}-{last}"
             )
-        return resnet_fpn_backbone(backbone_name="resnet18", returned_layers=layers, **common)
-    except (AssertionError, IndexError) as err:  # torchvision checks the range with assert
-        valid = "1-5" if mobilenet else "1-4"
-        raise ValueError(
-            f"model.net.returned_layers={returned_layers} does not fit {arch}: give "
-            f"distinct stages in {valid}"
-        ) from err
+    common = {"weights": backbone_weights, "trainable_layers": trainable, "norm_layer": norm}
+    if mobilenet:
+        return mobilenet_backbone(
+            backbone_name="mobilenet_v3_large", fpn=True, returned_layers=layers, **common
+        )
+    return resnet_fpn_backbone(backbone_name="resnet18", returned_layers=layers, **common)
 
 
 def level_layout(backbone: nn.Module) -> dict[str, Any]:
@@ -287,9 +292,7 @@ def build_detector(
         raise ValueError(f"num_classes must be >= 2 (background included), got {num_classes}")
     kwargs = {"min_size": min_size, "max_size": max_size, **kwargs}
     if returned_layers is not None and arch not in _LIGHT:
-        raise ValueError(
-            f"model.net.returned_layers applies to {' and '.join(_LIGHT)}, not {arch}"
-        )
+        raise ValueError(f"model.net.returned_layers applies to {' and '.join(_LIGHT)}, not {arch}")
     if weights == "auto" and arch in _LIGHT:
         weights = "none"  # no COCO detector exists for the light backbones
     if arch in _LIGHT:

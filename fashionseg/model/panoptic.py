@@ -4,7 +4,8 @@
 detectron2's ``SemSegFPNHead``): every FPN level goes through ``log2(stride / finest
 stride)`` stages of 3x3 conv + GroupNorm + ReLU + 2x bilinear upsampling (one stage
 without upsampling for the finest level), the levels are summed at the finest level's
-resolution (1/4 of the input for the ResNet FPNs, 1/16 for the MobileNetV3 FPN), and a
+resolution (1/4 of the input for the ResNet FPNs; 1/32 for torchvision's MobileNetV3 FPN,
+1/8 when it reads ``returned_layers=[2, 3, 4, 5]``), and a
 1x1 convolution classifies every pixel over the task's classes (background included).
 The levels and their strides are read off the backbone's own outputs (a probe at
 construction), so every FPN backbone works; the max-pooled extra level (``pool``) is
