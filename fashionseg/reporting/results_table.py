@@ -38,6 +38,7 @@ ROWS = {
     "ccp_panoptic_plus": "Panoptic FPN + random crops, 384x256, narrow RoI heads, 6 epochs",
     "ccp_panoptic_long": "Panoptic FPN, narrow RoI heads, 6 epochs (300x200, no crops)",
     "ccp_panoptic_mobile": "Panoptic FPN on a MobileNetV3 FPN (strides 8-32), 16 epochs, flip TTA",
+    "ccp_panoptic_sem": "ccp_panoptic_long with the semantic loss weighted 4x",
 }
 TASKS = ("person", "clothing")
 # Extra overrides of one row on one task, each with its measured reason.
