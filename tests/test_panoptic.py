@@ -21,6 +21,7 @@ from fashionseg.model.builder import build_maskrcnn
 from fashionseg.model.checkpoint import load_module
 from fashionseg.model.module import MaskRCNNModule
 from fashionseg.model.panoptic import PanopticMaskRCNN, SemanticFPNHead
+from fashionseg.model.tta import mirror_within
 from fashionseg.settings import check_settings
 from fashionseg.thresholds import InstanceCache
 
@@ -148,23 +149,39 @@ def test_returned_layers_mistakes_are_value_errors(arch: str, layers: list, mess
 
 
 # ----------------------------------------------------------------------- flip TTA
-def test_flip_tta_averages_the_head_over_the_photo_and_its_mirror() -> None:
-    # 64x96 at min_size 64 / max_size 96: no resize and no padding, so the mirror image's
-    # map is exactly the photo's map mirrored
-    net = _net("maskrcnn_resnet18_fpn", min_size=64, max_size=96).eval()
-    image = torch.rand(3, 64, 96)
+def test_mirror_within_flips_each_photo_inside_its_own_region() -> None:
+    batch = torch.arange(2 * 1 * 2 * 4, dtype=torch.float32).view(2, 1, 2, 4) + 1
+    out = mirror_within(batch, [(2, 3), (1, 4)])
+    assert out[0, 0].tolist() == [[3, 2, 1, 0], [7, 6, 5, 0]]  # padding stays at the right
+    assert out[1, 0].tolist() == [[12, 11, 10, 9], [0, 0, 0, 0]]
+    assert torch.equal(mirror_within(out, [(2, 3), (1, 4)])[0], batch[0] * (batch[0] % 4 != 0))
+
+
+@pytest.mark.parametrize(("min_size", "max_size"), [(64, 96), (48, 64)])
+def test_flip_tta_averages_the_head_over_the_photo_and_its_mirror(
+    min_size: int, max_size: int
+) -> None:
+    # (64, 96): 64x96 photos keep their size, no padding; (48, 64): odd sizes, resized and
+    # padded at the right and bottom. Either way the mirror image's TTA map is the photo's
+    # mirrored: each photo is mirrored inside its own region, never across the padding.
+    net = _net("maskrcnn_resnet18_fpn", min_size=min_size, max_size=max_size).eval()
+    sizes = [(64, 96)] if max_size == 96 else ODD_SIZES
+    images = [torch.rand(3, h, w) for h, w in sizes]
+    mirrors = [image.flip(-1) for image in images]
     with torch.no_grad():
-        plain = net([image])[0]["sem_probs"]
-        plain_mirror = net([image.flip(-1)])[0]["sem_probs"].flip(-1)
+        plain = [o["sem_probs"] for o in net(images)]
+        plain_mirror = [o["sem_probs"].flip(-1) for o in net(mirrors)]
         net.tta_hflip = True
-        tta = net([image])[0]
-        tta_mirror = net([image.flip(-1)])[0]["sem_probs"].flip(-1)
-    assert not torch.allclose(plain, plain_mirror, atol=1e-4)  # a random net is not symmetric
-    torch.testing.assert_close(tta["sem_probs"], tta_mirror, rtol=0, atol=1e-5)
-    # the average of the logits, not of the probabilities
-    between = ((plain.log() + plain_mirror.log()) / 2).softmax(0)
-    torch.testing.assert_close(tta["sem_probs"], between, rtol=0, atol=1e-4)
-    assert {"boxes", "labels", "scores", "masks"} <= set(tta)
+        tta = net(images)
+        tta_mirror = [o["sem_probs"].flip(-1) for o in net(mirrors)]
+    for i in range(len(images)):
+        # a random net is not symmetric
+        assert not torch.allclose(plain[i], plain_mirror[i], atol=1e-4)
+        torch.testing.assert_close(tta[i]["sem_probs"], tta_mirror[i], rtol=0, atol=1e-4)
+        assert {"boxes", "labels", "scores", "masks"} <= set(tta[i])
+    if max_size == 96:  # no resize: the average of the logits, not of the probabilities
+        between = ((plain[0].log() + plain_mirror[0].log()) / 2).softmax(0)
+        torch.testing.assert_close(tta[0]["sem_probs"], between, rtol=0, atol=1e-4)
 
 
 def test_flip_tta_needs_the_head_and_is_a_module_setting() -> None:

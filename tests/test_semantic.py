@@ -13,6 +13,7 @@ from fashionseg.data.datamodule import collate
 from fashionseg.model.checkpoint import load_module
 from fashionseg.model.module import MaskRCNNModule, NonFiniteLossError
 from fashionseg.model.semantic import IGNORE, SemanticModule, build_semantic
+from fashionseg.model.tta import mirror_within
 
 NET = {"arch": "lraspp_mobilenet_v3_large", "weights": "none", "min_size": 40, "max_size": 60}
 
@@ -125,9 +126,16 @@ def test_flip_tta_averages_the_logits_of_photo_and_mirror(tmp_path: Path) -> Non
     images, _ = batch()
     x, _, sizes = plain._batch(images)
     with torch.no_grad():
-        logits = (plain.net(x)["out"] + plain.net(x.flip(-1))["out"].flip(-1)) / 2
+        mirrored = mirror_within(plain.net(mirror_within(x, sizes))["out"], sizes)
+        logits = (plain.net(x)["out"] + mirrored) / 2
         probs = tta(images)
         assert not torch.allclose(probs[0], plain(images)[0])
+        # each photo is mirrored inside its own region, so the mirror image's TTA map is
+        # the photo's mirrored, padding or not
+        flipped = tta([image.flip(-1) for image in images])
+    assert any(s != x.shape[-2:] for s in sizes)  # the batch pads at least one photo
+    for p, f in zip(probs, flipped, strict=True):
+        torch.testing.assert_close(f.flip(-1), p, rtol=0, atol=1e-5)
     for i, (h, w) in enumerate(sizes):
         crop = logits[i : i + 1, :, :h, :w]
         full = torch.nn.functional.interpolate(crop, images[i].shape[-2:], mode="bilinear")

@@ -20,7 +20,8 @@ times ``semantic_loss_weight``) joins the five Mask R-CNN losses as ``loss_seman
 In evaluation every detection dict gains ``sem_probs``: ``[C, H, W]`` class
 probabilities at the photo's own size (padding cropped away, then bilinear resize);
 with ``tta_hflip`` the head's logits are averaged with those of the mirror image (the
-backbone and head run once more; the instances come from the photo alone).
+backbone and head run once more; the instances come from the photo alone; see
+:mod:`fashionseg.model.tta` for how a padded batch is mirrored).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
 from fashionseg.data.targets import IGNORE_INDEX
+from fashionseg.model.tta import mirror_within
 
 # FPN outputs that are not semantic-head inputs (torchvision's LastLevelMaxPool level)
 EXTRA_LEVELS = ("pool",)
@@ -193,6 +195,12 @@ class PanopticMaskRCNN(MaskRCNN):
         )
         padded = tuple(image_list.tensors.shape[-2:])
         logits = self.semantic_logits(features, padded)
+        if self.tta_hflip and not self.training:
+            sizes = image_list.image_sizes
+            mirrored = self.semantic_logits(
+                self.backbone(mirror_within(image_list.tensors, sizes)), padded
+            )
+            logits = (logits + mirror_within(mirrored, sizes)) / 2
         if self.training:
             label = torch.full(
                 (len(images), *padded), IGNORE_INDEX, dtype=torch.long, device=logits.device
@@ -207,12 +215,6 @@ class PanopticMaskRCNN(MaskRCNN):
                 **proposal_losses,
                 "loss_semantic": loss * self.semantic_loss_weight,
             }
-        if self.tta_hflip:
-            # The mirror's padding lands on the left and flips back under the real padding.
-            mirrored = self.backbone(image_list.tensors.flip(-1))
-            if isinstance(mirrored, Tensor):
-                mirrored = OrderedDict([("0", mirrored)])
-            logits = (logits + self.semantic_logits(mirrored, padded).flip(-1)) / 2
         detections = self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
         for i, ((h, w), size) in enumerate(
             zip(image_list.image_sizes, original_sizes, strict=True)

@@ -25,6 +25,7 @@ from fashionseg.data.targets import IGNORE_INDEX
 from fashionseg.model.base import SegmentationBase
 from fashionseg.model.builder import resolve_auto
 from fashionseg.model.module import THRESHOLD_BUFFERS
+from fashionseg.model.tta import mirror_within
 
 SEMANTIC_ARCHS = (
     "lraspp_mobilenet_v3_large",
@@ -144,8 +145,8 @@ class SemanticModule(SegmentationBase):
         x, _, sizes = self._batch(images)
         logits = self.net(x)["out"]
         if self.tta_hflip and not self.training:
-            # The mirror's padding lands on the left and flips back under the real padding.
-            logits = (logits + self.net(x.flip(-1))["out"].flip(-1)) / 2
+            mirrored = self.net(mirror_within(x, sizes))["out"]
+            logits = (logits + mirror_within(mirrored, sizes)) / 2
         out = []
         for i, (img, (h, w)) in enumerate(zip(images, sizes, strict=True)):
             crop = logits[i : i + 1, :, :h, :w]
