@@ -36,7 +36,7 @@ from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
 from fashionseg.data.targets import IGNORE_INDEX
-from fashionseg.model.tta import mirror_within
+from fashionseg.model.tta import mirror_average
 
 # FPN outputs that are not semantic-head inputs (torchvision's LastLevelMaxPool level)
 EXTRA_LEVELS = ("pool",)
@@ -196,11 +196,12 @@ class PanopticMaskRCNN(MaskRCNN):
         padded = tuple(image_list.tensors.shape[-2:])
         logits = self.semantic_logits(features, padded)
         if self.tta_hflip and not self.training:
-            sizes = image_list.image_sizes
-            mirrored = self.semantic_logits(
-                self.backbone(mirror_within(image_list.tensors, sizes)), padded
+            logits = mirror_average(
+                logits,
+                lambda batch: self.semantic_logits(self.backbone(batch), padded),
+                image_list.tensors,
+                image_list.image_sizes,
             )
-            logits = (logits + mirror_within(mirrored, sizes)) / 2
         if self.training:
             label = torch.full(
                 (len(images), *padded), IGNORE_INDEX, dtype=torch.long, device=logits.device

@@ -25,7 +25,7 @@ from fashionseg.data.targets import IGNORE_INDEX
 from fashionseg.model.base import SegmentationBase
 from fashionseg.model.builder import resolve_auto
 from fashionseg.model.module import THRESHOLD_BUFFERS
-from fashionseg.model.tta import mirror_within
+from fashionseg.model.tta import mirror_average
 
 SEMANTIC_ARCHS = (
     "lraspp_mobilenet_v3_large",
@@ -145,8 +145,7 @@ class SemanticModule(SegmentationBase):
         x, _, sizes = self._batch(images)
         logits = self.net(x)["out"]
         if self.tta_hflip and not self.training:
-            mirrored = self.net(mirror_within(x, sizes))["out"]
-            logits = (logits + mirror_within(mirrored, sizes)) / 2
+            logits = mirror_average(logits, lambda batch: self.net(batch)["out"], x, sizes)
         out = []
         for i, (img, (h, w)) in enumerate(zip(images, sizes, strict=True)):
             crop = logits[i : i + 1, :, :h, :w]

@@ -9,7 +9,7 @@ network's output is mirrored back within the same region.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -22,3 +22,15 @@ def mirror_within(batch: Tensor, sizes: Sequence[tuple[int, int]]) -> Tensor:
     for i, (h, w) in enumerate(sizes):
         out[i, :, :h, :w] = batch[i, :, :h, :w].flip(-1)
     return out
+
+
+def mirror_average(
+    plain: Tensor,
+    net: Callable[[Tensor], Tensor],
+    batch: Tensor,
+    sizes: Sequence[tuple[int, int]],
+) -> Tensor:
+    """The mean of ``plain`` (``net``'s output ``[B, K, H, W]`` for ``batch``, already
+    computed) and ``net``'s output for each photo's mirror image, mirrored back. Outside
+    the photos' regions ``sizes`` the result is not meaningful (callers crop it away)."""
+    return (plain + mirror_within(net(mirror_within(batch, sizes)), sizes)) / 2
