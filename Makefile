@@ -42,7 +42,7 @@ sweep: install ## multirun: make sweep ARGS="optimizer.lr=1e-2,1e-3 data.batch_s
 tensorboard: install ## serve TensorBoard on the logs/ directory
 	$(VENV)/bin/tensorboard --logdir logs $(ARGS)
 
-bench: install ## benchmarks: make bench ARGS="--size small" (see fashionseg/bench.py)
+bench: install ## benchmarks: make bench ARGS="--size small" (see fashionseg/bench/)
 	$(PY) -m fashionseg.bench $(ARGS)
 
 gpu-check: install ## on a CUDA GPU: GPU benchmark + short seed_report run -> gpu_check/ (<10 min on an H100)
