@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast train sweep tensorboard bench gpu-check results lint format clean
+.PHONY: help install demo test test-fast train sweep tensorboard bench gpu-check results docs lint format clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ help: ## show this help
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev,sweep]'
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev,sweep,docs]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the package with dev tools (idempotent)
@@ -42,7 +42,7 @@ sweep: install ## multirun: make sweep ARGS="optimizer.lr=1e-2,1e-3 data.batch_s
 tensorboard: install ## serve TensorBoard on the logs/ directory
 	$(VENV)/bin/tensorboard --logdir logs $(ARGS)
 
-bench: install ## benchmarks: make bench ARGS="--size small" (see fashionseg/bench.py)
+bench: install ## benchmarks: make bench ARGS="--size small" (see docs/benchmarks.md)
 	$(PY) -m fashionseg.bench $(ARGS)
 
 gpu-check: install ## on a CUDA GPU: GPU benchmark + short seed_report run -> gpu_check/ (<10 min on an H100)
@@ -50,6 +50,9 @@ gpu-check: install ## on a CUDA GPU: GPU benchmark + short seed_report run -> gp
 
 results: install ## train + test the results rows on ../shared/data/ccp-fashion600 (hours on a CPU)
 	$(PY) -m fashionseg.report --out results $(ARGS)
+
+docs: install ## build the docs site into site/ (strict: a broken link or missing page fails)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 lint: install ## ruff check + format check
 	$(VENV)/bin/ruff check fashionseg tests notebooks
@@ -60,5 +63,5 @@ format: install ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff format fashionseg tests notebooks
 
 clean: ## remove caches and build outputs (keeps .venv, logs/ and data/)
-	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf build dist site *.egg-info .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -16,12 +16,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fashionseg.errors import UsageError
+
+__all__ = ["UsageError", "check_command_line", "is_user_error", "run_cli", "user_errors"]
+
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("fashionseg")
-
-
-class UsageError(ValueError):
-    """A setting on the command line that cannot work (the message says which)."""
 
 
 def _in_multirun() -> bool:
@@ -34,7 +34,7 @@ def _in_multirun() -> bool:
 # the errors a user can fix, by defining module: looked up in sys.modules, so that a CLI
 # that fails on its settings never imports torch just to name the error
 USER_ERRORS = (
-    ("fashionseg.cli", "UsageError"),
+    ("fashionseg.errors", "UsageError"),
     ("fashionseg.data.io", "DataError"),
     ("fashionseg.model.checkpoint", "CheckpointError"),
     ("fashionseg.model.base", "NonFiniteLossError"),

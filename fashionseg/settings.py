@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from fashionseg.cli import UsageError
+from fashionseg.errors import UsageError
 
 # what each CLI must be given: (key, what to write)
 REQUIRED = {

@@ -1,10 +1,10 @@
-"""README's table "bad input and what happens", row by row.
+"""The table "bad input and what happens" of docs/data.md, row by row.
 
 Every row of the table has an id (first column); :data:`CASES` holds one case per id that
 builds the situation in a temporary folder and runs the code a user would run. For a row
 whose last column is a message (it starts with a backtick), the case returns the message
 the code gave and the values of the row's ``<placeholders>``, and the test checks it
-against the README's text: the table is the expected output, so the two cannot drift. A
+against the table's text: the table is the expected output, so the two cannot drift. A
 row that describes a behaviour has a case that asserts it. Rows backed by a test elsewhere
 are in :data:`CITED`. Adding a row without a case, or a case without a row, fails.
 """
@@ -38,7 +38,7 @@ from fashionseg.predict import (
 from fashionseg.predict_output import MANIFEST
 from fashionseg.tasks import get_task
 
-TABLE_TITLE = "#### Bad input and what happens"
+TABLE_TITLE = "## Bad input and what happens"
 Outcome = tuple[str, dict[str, Any]] | None  # (message, placeholder values) or a behaviour
 CASES: dict[str, Callable[[Path, pytest.FixtureRequest], Outcome]] = {}
 
@@ -60,8 +60,8 @@ def case(row_id: str) -> Callable:
 
 
 def readme_rows() -> dict[str, str]:
-    """``{row id: what happens}`` from README's table."""
-    lines = (REPO_ROOT / "README.md").read_text().splitlines()
+    """``{row id: what happens}`` from docs/data.md's table."""
+    lines = (REPO_ROOT / "docs" / "data.md").read_text().splitlines()
     start = lines.index(TABLE_TITLE)
     rows: dict[str, str] = {}
     table = False
@@ -670,7 +670,7 @@ def test_row(row_id: str, tmp_path: Path, request: pytest.FixtureRequest) -> Non
     cell = readme_rows()[row_id]
     outcome = CASES[row_id](tmp_path, request)
     if outcome is None:
-        assert not cell.startswith("`"), f"{row_id}: a behaviour row, but README shows a message"
+        assert not cell.startswith("`"), f"{row_id}: a behaviour row, but the docs show a message"
         return
     message, values = outcome
     pattern = template_regex(cell, values)

@@ -7,17 +7,17 @@ import argparse
 
 import pytest
 
-from fashionseg.bench import (
+from fashionseg.bench.harness import (
     MIB,
     Interleaved,
     Spread,
     _ratio_text,
     interleaved,
-    memory_verdict,
     parse_size,
     round_order,
     timed,
 )
+from fashionseg.bench.memory import memory_verdict
 
 
 class FakeClock:

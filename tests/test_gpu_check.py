@@ -17,14 +17,10 @@ import pytest
 import torch
 
 from fashionseg import gpu_check
+from fashionseg.bench import gpu
+from fashionseg.bench.gpu import PrecisionTrainer, format_gpu_report, gpu_benchmark
+from fashionseg.bench.gpu_check import _write_new, output_paths, run_check
 from fashionseg.data.synthetic import generate
-from fashionseg.gpu_check import (
-    PrecisionTrainer,
-    format_gpu_report,
-    gpu_benchmark,
-    output_paths,
-    run_check,
-)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,7 +100,7 @@ def test_output_paths_never_name_an_existing_file(tmp_path: Path) -> None:
         tmp_path / "gpu_check-20261126T030405Z-2.md",
     )
     with pytest.raises(FileExistsError):
-        gpu_check._write_new(tmp_path / "gpu_check.md", "over it")
+        _write_new(tmp_path / "gpu_check.md", "over it")
     assert (tmp_path / "gpu_check.md").read_text() == "the user's notes"
 
 
@@ -117,9 +113,7 @@ def test_fp16_steps_use_a_grad_scaler_bf16_and_fp32_do_not(tmp_path: Path) -> No
     cfg = compose_config(root, ["task=clothing", "experiment=seed_report", *TINY_NET])
     module = instantiate(cfg.model, _recursive_=False)
     cpu = torch.device("cpu")
-    enabled = {
-        p: PrecisionTrainer(module, [], p, cpu).scaler.is_enabled() for p in gpu_check.PRECISIONS
-    }
+    enabled = {p: PrecisionTrainer(module, [], p, cpu).scaler.is_enabled() for p in gpu.PRECISIONS}
     assert enabled == {"fp32": False, "fp16": True, "bf16": False}
     assert PrecisionTrainer(module, [], "bf16", cpu).dtype == torch.bfloat16
 
@@ -225,7 +219,7 @@ def test_a_precision_that_fails_is_reported_and_the_others_still_timed() -> None
         calls["fp16"] += 1
         raise RuntimeError("no kernel for Half\nsecond line")
 
-    rows, ratios = gpu_check._measure_group(
+    rows, ratios = gpu._measure_group(
         "train", {"fp32": ok, "fp16": broken}, 2, module, state, torch.device("cpu"), 1, 2, 1
     )
     by_precision = {r["precision"]: r for r in rows}

@@ -22,17 +22,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fashionseg.data.io import (
-    DataError,
-    MaskRules,
-    check_mask,
-    no_photos,
-    photo_info,
-    scan_masks,
-    scan_photos,
-    shown,
-    unpaired,
-)
+from fashionseg.data.folders import no_photos, scan_masks, scan_photos, unpaired
+from fashionseg.data.io import DataError, MaskRules, check_mask, photo_info, shown
 from fashionseg.data.targets import IGNORE_INDEX
 from fashionseg.tasks import TASKS, Task, get_task
 

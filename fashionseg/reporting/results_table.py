@@ -2,13 +2,21 @@
 
     python -m fashionseg.report [--data DIR] [--out results] [--rows ccp_report,...]
                                 [--tasks person,clothing] [--force] [--collect-only]
+                                [--records OUT/records]
+    python -m fashionseg.report --tables [--check]
 
 Each row is ``python -m fashionseg.train experiment=<row> task=<task>`` run in its own
 directory ``OUT/<task>-<row>/`` (a finished row is kept and not trained again unless
 ``--force``; an interrupted one resumes from its ``last.ckpt``). The wall time of each
-training is stored beside it in ``report_timing.json``. The table (``OUT/results.md``)
-lists per-class IoU, mIoU, pixel accuracy, the threshold(s) chosen on validation,
-training time and hardware, with each row's exact command.
+training (and its CPU time, user + system) is stored beside it in ``report_timing.json``.
+The table (``OUT/results.md``) lists per-class IoU, mIoU, pixel accuracy, the threshold(s)
+chosen on validation, training time and hardware, with each row's exact command.
+
+Every finished row is also recorded in ``--records`` (default ``OUT/records``, so
+``results/records/<task>-<row>.json`` for ``make results``; committed: see
+:mod:`fashionseg.reporting.records`); ``--tables`` regenerates the docs'
+results tables and the README's summary from those records
+(:mod:`fashionseg.reporting.tables`), ``--tables --check`` only says whether they differ.
 """
 
 from __future__ import annotations
@@ -16,17 +24,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from fashionseg.files import write_json, write_text
-from fashionseg.metrics import format_percent
+from fashionseg.reporting.records import (
+    CARRIED_OVER,
+    RECORDS_DIR,
+    RecordError,
+    load_records,
+    load_seed_report,
+    read_record,
+    record_path,
+)
+from fashionseg.reporting.records import record_run as _record_run
+from fashionseg.reporting.tables import (
+    ap_text,
+    generated_files,
+    percent,
+    results_block,
+    summary_block,
+    thresholds_text,
+)
 from fashionseg.tasks import get_task
 
 ROWS = {
@@ -78,35 +103,38 @@ def run_row(row: str, task: str, data: str | None, out: Path, force: bool = Fals
     if (run_dir / "checkpoints" / "last.ckpt").is_file() and not force:
         cmd.append(f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
     timing_path = run_dir / "report_timing.json"
-    before = json.loads(timing_path.read_text())["seconds"] if timing_path.is_file() else 0.0
+    before = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     print(f"[report] {' '.join(map(shlex.quote, cmd))}", flush=True)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _children_cpu_seconds()
     proc = subprocess.run([sys.executable, *cmd[1:]], check=False)
-    seconds = before + time.perf_counter() - start
-    write_json(timing_path, {"seconds": seconds, "hardware": hardware(), "command": cmd})
+    seconds = before.get("seconds", 0.0) + time.perf_counter() - start
+    timing = {"seconds": seconds, "hardware": hardware(), "command": cmd}
+    if "seconds" not in before or "cpu_seconds" in before:  # CPU time of every part known
+        timing["cpu_seconds"] = before.get("cpu_seconds", 0.0) + (
+            _children_cpu_seconds() - cpu_start
+        )
+    write_json(timing_path, timing)
     if proc.returncode != 0:
         raise SystemExit(f"[report] {task}-{row} failed (exit {proc.returncode}); see {run_dir}")
     return run_dir
 
 
-def _thresholds(metrics: dict[str, Any]) -> str:
-    if metrics.get("class_thresholds"):
-        values = list(metrics["class_thresholds"].values())[1:]  # background has none
-        return "per class " + "/".join(f"{v:.2f}" for v in values)
-    if metrics.get("threshold") is None:
-        return "argmax"
-    return f"{metrics['threshold']:.2f}"
+def _children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's finished children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
-def _ap(metrics: dict[str, Any], kind: str) -> str:
-    """``kind`` (mask | box) AP with AP50/AP75 in %, e.g. ``12.3 (30.1/9.8)``; ``-`` for
-    rows without AP (semantic models, runs from before AP was scored)."""
-    ap = metrics.get("ap") or {}
-    values = [ap.get(f"{kind}_ap{suffix}") for suffix in ("", "50", "75")]
-    if values[0] is None:
-        return "-"
-    low = "/".join(format_percent(v, 1, missing="-") for v in values[1:])
-    return f"{format_percent(values[0], 1)} ({low})"
+def record_row(
+    row: str, task: str, data: str | None, run_dir: Path, records: Path, trained: bool
+) -> Path | None:
+    """Record a finished row in ``records`` when it was trained now, or when its record is
+    missing or carried over from the old table (a run's own outputs replace those)."""
+    path = record_path(records, task, row)
+    if not trained and path.is_file() and read_record(path).get("source") != CARRIED_OVER:
+        return None
+    command = row_command(row, task, data)
+    return _record_run(records, run_dir, row=row, task=task, command=command, overrides=command[5:])
 
 
 def table(out: Path, rows: list[str], tasks: list[str], data: str | None) -> str:
@@ -134,10 +162,10 @@ def table(out: Path, rows: list[str], tasks: list[str], data: str | None) -> str
             timing_path = run_dir / "report_timing.json"
             timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
             minutes = f"{timing['seconds'] / 60:.1f} min" if "seconds" in timing else "n/a"
-            ious = " | ".join(format_percent(m["iou"][n], 1) for n in names)
+            ious = " | ".join(percent(m["iou"][n]) for n in names)
             lines.append(
-                f"| {row} | {ious} | **{format_percent(m['miou'], 1)}** | {format_percent(m['pixel_accuracy'], 1)} | "
-                f"{_thresholds(m)} | {_ap(m, 'mask')} | {_ap(m, 'box')} | {minutes} | "
+                f"| {row} | {ious} | **{percent(m['miou'])}** | {percent(m['pixel_accuracy'])} | "
+                f"{thresholds_text(m)} | {ap_text(m, 'mask')} | {ap_text(m, 'box')} | {minutes} | "
                 f"{timing.get('hardware', 'n/a')} |"
             )
             commands.append(f"- {row}: `{' '.join(row_command(row, task, data))}`")
@@ -161,7 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--force", action="store_true", help="train finished rows again")
     parser.add_argument("--collect-only", action="store_true", help="only write the table")
+    parser.add_argument(
+        "--records", type=Path, help=f"the records folder (default: OUT/records: {RECORDS_DIR})"
+    )
+    parser.add_argument(
+        "--tables", action="store_true", help="regenerate the docs' tables from the records"
+    )
+    parser.add_argument("--check", action="store_true", help="--tables: only compare, exit 1")
+    parser.add_argument("--root", type=Path, default=Path("."), help="--tables: the checkout")
     args = parser.parse_args(argv)
+    records = args.records or args.out / "records"
+    if args.tables:
+        return write_tables(records, args.root, check=args.check)
     rows = [r for r in args.rows.split(",") if r]
     tasks = [t for t in args.tasks.split(",") if t]
     for task in tasks:
@@ -169,12 +208,47 @@ def main(argv: list[str] | None = None) -> int:
     if not args.collect_only:
         for task in tasks:
             for row in rows:
-                run_row(row, task, args.data, args.out, args.force)
+                done = (args.out / f"{task}-{row}" / "metrics.json").is_file() and not args.force
+                run_dir = run_row(row, task, args.data, args.out, args.force)
+                record_row(row, task, args.data, run_dir, records, trained=not done)
     text = table(args.out, rows, tasks, args.data)
     write_text(args.out / "results.md", text)
     print(text)
     print(f"[report] table: {args.out / 'results.md'}")
     return 0
+
+
+def generated_blocks(records_dir: Path) -> dict[str, str]:
+    """The generated blocks (:data:`fashionseg.reporting.tables.BLOCKS`) from the records."""
+    records = load_records(records_dir)
+    tasks = {t: get_task(t).class_names for t in TASKS if any(r["task"] == t for r in records)}
+    return {
+        "results": results_block(records, tasks, ROWS),
+        "summary": summary_block(records, load_seed_report(records_dir)),
+    }
+
+
+def write_tables(records_dir: Path, root: Path, check: bool = False) -> int:
+    """Rewrite (or, with ``check``, compare) the generated blocks of the docs and README;
+    a missing records folder, a bad record or a file without its markers is one line,
+    exit 2."""
+    try:
+        if not records_dir.is_dir():
+            raise RecordError(f"{records_dir}: no records folder")
+        files = generated_files(root, generated_blocks(records_dir))
+    except (RecordError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    stale = [path for path, (old, new) in files.items() if old != new]
+    for path in stale:
+        if check:
+            print(f"[report] {path}: its generated tables differ from the records")
+        else:
+            write_text(path, files[path][1])
+            print(f"[report] {path}: tables regenerated")
+    if not stale:
+        print(f"[report] {', '.join(map(str, files))}: tables match the records")
+    return 1 if check and stale else 0
 
 
 if __name__ == "__main__":

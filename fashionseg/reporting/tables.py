@@ -1,0 +1,218 @@
+"""The results tables of the docs and the README's summary, generated from the records.
+
+    python -m fashionseg.report --tables           # rewrite the generated blocks
+    python -m fashionseg.report --tables --check   # exit 1 if a block differs
+
+A generated block sits between ``<!-- generated: NAME (python -m fashionseg.report
+--tables) -->`` and ``<!-- end generated: NAME -->`` in a Markdown file; only the text
+between the two markers is rewritten. :data:`BLOCKS` says which block goes where:
+``results`` (every row of every task, with its command, conditions and history) in
+``docs/results.md`` and ``summary`` (one small table per task) in ``README.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fashionseg.reporting.records import CARRIED_OVER
+
+BLOCKS = {"results": Path("docs/results.md"), "summary": Path("README.md")}
+INSTANCE_FAMILIES = ("Mask R-CNN", "Panoptic FPN")
+# the summary's columns per task: (header, metric) where metric is "miou",
+# "pixel_accuracy" or a class name (its IoU)
+SUMMARY_COLUMNS = {
+    "person": (("person IoU", "person"), ("mIoU", "miou"), ("pixel acc.", "pixel_accuracy")),
+    "clothing": (("mIoU", "miou"), ("pixel acc.", "pixel_accuracy")),
+}
+
+
+def percent(value: float | None, missing: str = "n/a") -> str:
+    """A fraction as a percentage with one decimal (``missing`` for None)."""
+    return missing if value is None else f"{100.0 * value:.1f}"
+
+
+def minutes(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def thresholds_text(metrics: Mapping[str, Any]) -> str:
+    """``0.35``, ``per class 0.10/0.05/...`` (background has none) or ``argmax``."""
+    if metrics.get("class_thresholds"):
+        values = list(metrics["class_thresholds"].values())[1:]
+        return "per class " + "/".join(f"{v:.2f}" for v in values)
+    if metrics.get("threshold") is None:
+        return "argmax"
+    return f"{metrics['threshold']:.2f}"
+
+
+def ap_text(metrics: Mapping[str, Any], kind: str, missing: str = "-") -> str:
+    """``kind`` (mask | box) AP with AP50/AP75 in %, e.g. ``12.3 (30.1/9.8)``."""
+    ap = metrics.get("ap") or {}
+    values = [ap.get(f"{kind}_ap{suffix}") for suffix in ("", "50", "75")]
+    if values[0] is None:
+        return missing
+    return f"{percent(values[0])} ({percent(values[1], '-')}/{percent(values[2], '-')})"
+
+
+def _ordered(records: Sequence[Mapping[str, Any]], rows: Sequence[str]) -> list[Any]:
+    rank = {row: i for i, row in enumerate(rows)}
+    return sorted(records, key=lambda r: (rank.get(r["row"], len(rank)), r["row"]))
+
+
+def _source_mark(record: Mapping[str, Any]) -> str:
+    return "carried over" if record.get("source") == CARRIED_OVER else "run"
+
+
+def task_table(
+    records: Sequence[Mapping[str, Any]], task: str, class_names: Sequence[str]
+) -> list[str]:
+    """The Markdown lines of one task's table (records of that task, in order)."""
+    lines = [
+        "| row | "
+        + " | ".join(class_names)
+        + " | mIoU | pixel acc. | threshold | mask AP (50/75) | box AP (50/75) "
+        "| train time | CPU time | date | figures |",
+        "|---|" + "---:|" * (len(class_names) + 7) + "---|---|---|",
+    ]
+    for r in records:
+        m = r["metrics"]
+        instances = r.get("family") in INSTANCE_FAMILIES
+        missing_ap = "not measured" if instances else "-"
+        ious = " | ".join(percent(m.get("iou", {}).get(n)) for n in class_names)
+        lines.append(
+            f"| {r['row']} | {ious} | **{percent(m.get('miou'))}** | "
+            f"{percent(m.get('pixel_accuracy'))} | {thresholds_text(m)} | "
+            f"{ap_text(m, 'mask', missing_ap)} | {ap_text(m, 'box', missing_ap)} | "
+            f"{minutes(r.get('wall_s'))} | {minutes(r.get('cpu_s'))} | {r['date']} | "
+            f"{_source_mark(r)} |"
+        )
+    return lines
+
+
+def results_block(
+    records: Sequence[Mapping[str, Any]],
+    tasks: Mapping[str, Sequence[str]],
+    rows: Mapping[str, str],
+) -> str:
+    """``docs/results.md``'s generated block: a table per task (``tasks``: task -> class
+    names), then each row's description, commands, conditions and history."""
+    ordered = _ordered(records, list(rows))
+    lines: list[str] = []
+    for task, names in tasks.items():
+        mine = [r for r in ordered if r["task"] == task]
+        lines += [f"### {task}", "", *task_table(mine, task, names), ""]
+    lines += [
+        "IoU in % on the test split; mask and box AP: COCO AP over IoU 0.50:0.95 "
+        "(AP50/AP75) in % of the Mask R-CNN's instances against the label maps' own "
+        "instances (`-`: a model without instances); train time: wall time of training, "
+        "validation and test; CPU time: user + system; a threshold of 1.00 paints no "
+        "instance (panoptic fusion: the semantic head alone). *figures*: `run` = recorded "
+        "by `python -m fashionseg.report` from the run's outputs, `carried over` = the run's "
+        "outputs are gone and the figures are the old hand-kept table's.",
+        "",
+        "### Each row: command, conditions, history",
+        "",
+    ]
+    for row in dict.fromkeys(r["row"] for r in ordered):
+        lines += [f"#### {row}", "", rows.get(row, row) + ".", ""]
+        for r in (r for r in ordered if r["row"] == row):
+            lines.append(
+                f"- **{r['task']}** ({r['family']}; {r['date']}; {_source_mark(r)}): "
+                f"`{r['command']}`; {r.get('conditions', 'n/a')}; wall "
+                f"{minutes(r.get('wall_s'))}, CPU {minutes(r.get('cpu_s'))}"
+            )
+            lines += [f"    - {note}" for note in r.get("history", [])]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _best(records: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    scored = [r for r in records if r["metrics"].get("miou") is not None]
+    return max(scored, key=lambda r: r["metrics"]["miou"], default=None)
+
+
+def _value(metrics: Mapping[str, Any], key: str) -> float | None:
+    if key in ("miou", "pixel_accuracy"):
+        return metrics.get(key)
+    return metrics.get("iou", {}).get(key)
+
+
+def summary_block(
+    records: Sequence[Mapping[str, Any]],
+    seed_report: Mapping[str, Any],
+    baseline: str = "ccp_report",
+) -> str:
+    """The README's summary: per task, the seed report's own figures, its recipe here
+    (``baseline``), our best Mask R-CNN row and our best row, with the latest date."""
+    if not records:
+        return "No results recorded yet.\n"
+    latest = max(r["date"] for r in records)
+    lines = [f"Test split, IoU in %; as recorded on {latest}.", ""]
+    for task, columns in SUMMARY_COLUMNS.items():
+        mine = [r for r in records if r["task"] == task]
+        if not mine:
+            continue
+        header = [h for h, _ in columns]
+        lines += [
+            f"**{task}**",
+            "",
+            "| | row | " + " | ".join(header) + " |",
+            "|---|---|" + "---:|" * len(header),
+        ]
+        stated = seed_report.get(task, {})
+        if stated:
+            cells = [str(stated.get(h, "not stated")) for h in header]
+            lines.append("| the seed report's own figures | - | " + " | ".join(cells) + " |")
+        picks = [
+            (
+                "the seed report's recipe, here",
+                next((r for r in mine if r["row"] == baseline), None),
+            ),
+            (
+                "our best Mask R-CNN (or Panoptic FPN) row",
+                _best([r for r in mine if r["family"] in INSTANCE_FAMILIES]),
+            ),
+            ("our best row", _best(mine)),
+        ]
+        for label, r in picks:
+            if r is None:
+                continue
+            cells = [percent(_value(r["metrics"], key)) for _, key in columns]
+            lines.append(f"| {label} | `{r['row']}` | " + " | ".join(cells) + " |")
+        lines.append("")
+    note = seed_report.get("note")
+    if note:
+        lines.append(note)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def begin_marker(name: str) -> str:
+    return f"<!-- generated: {name} (python -m fashionseg.report --tables) -->"
+
+
+def end_marker(name: str) -> str:
+    return f"<!-- end generated: {name} -->"
+
+
+def replace_block(text: str, name: str, content: str) -> str:
+    """``text`` with block ``name``'s content replaced (ValueError without its markers)."""
+    begin, end = begin_marker(name), end_marker(name)
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < start:
+        raise ValueError(f"no generated block {name!r} (markers {begin!r} ... {end!r})")
+    head = text[: start + len(begin)]
+    return f"{head}\n{content.rstrip()}\n{text[stop:]}"
+
+
+def generated_files(
+    root: Path, blocks: Mapping[str, str], where: Mapping[str, Path] = BLOCKS
+) -> dict[Path, tuple[str, str]]:
+    """For each file holding a block: (its text now, its text with the blocks generated)."""
+    out: dict[Path, tuple[str, str]] = {}
+    for name, content in blocks.items():
+        path = root / where[name]
+        old, new = out.get(path, (path.read_text(), path.read_text()))
+        out[path] = (old, replace_block(new, name, content))
+    return out
