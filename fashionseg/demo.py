@@ -61,7 +61,7 @@ def network_input(rgb: np.ndarray, limit: int = NET_LIMIT) -> Tensor:
     scale = min(1.0, limit / max(height, width))
     if scale < 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+        rgb = np.array(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255
 
 
