@@ -57,7 +57,7 @@ def test_a_tiny_runs_card_has_its_metrics_json_numbers(tmp_path: Path) -> None:
     info = json.loads((run_dir / "train_info.json").read_text())
     assert f"train time (wall, fit + test): {info['seconds'] / 60:.1f} min" in text
     assert f"hardware: {info['hardware']}" in text
-    assert "> Synthetic photos, CC0." in text  # the data's terms quoted
+    assert "~~~~text\nSynthetic photos, CC0.\nDo what you like.\n~~~~" in text  # the terms
     for name, colour in zip(
         get_task("clothing").class_names, get_task("clothing").colors, strict=True
     ):
@@ -101,4 +101,4 @@ def test_an_untested_run_says_so_and_quotes_the_readme(tmp_path: Path) -> None:
     ]
     text = model_card(get_task("person"), {"data": {"root": str(tmp_path)}}, None)
     assert "Not tested" in text and "model-index" not in text
-    assert "> Taken by me; do not share." in text
+    assert "\nTaken by me; do not share.\n" in text

@@ -248,8 +248,9 @@ def model_card(
     lines += ["", "## Data", "", f"- root: `{root}`", f"- photos per split: {counts}"]
     lines.append(f"- split file: `{split_file}`" if split_file else "- split file: none")
     for name, quoted in data_terms(root):
-        lines += ["", f"Terms of the data, first lines of `{name}`:", ""]
-        lines += [f"> {line}" for line in quoted]
+        fence = "~" * max(4, *(len(q) - len(q.lstrip("~")) + 1 for q in quoted))
+        lines += ["", f"Terms of the data, first lines of `{name}`:", "", fence + "text"]
+        lines += [*quoted, fence]
     lines += ["", "## Recipe", "", *_recipe(config)]
     lines += ["", "## Validated threshold(s)", "", *_thresholds(metrics)]
     lines += ["", "## Test scores", "", *_scores(task, metrics)]
