@@ -153,7 +153,12 @@ def build_app(model: Any, examples: Sequence[Path] = ()) -> Any:
         )
         for control in (method, per_class):
             control.change(relabel, [state, *settings], [shown, labels, legend, message])
-        slider.release(relabel, [state, *settings], [shown, labels, legend, message])
+        slider.change(
+            relabel,
+            [state, *settings],
+            [shown, labels, legend, message],
+            trigger_mode="always_last",
+        )
         if examples:
             gr.Examples([[str(p)] for p in examples], inputs=[upload], label="test photos")
     return app

@@ -170,6 +170,26 @@ def test_bad_uploads_give_a_label_map_or_one_line(
         assert _shown(page, "#labelmap").size == (width, height)
 
 
+def test_the_slider_and_the_fusion_relabel(page, tmp_path: Path) -> None:
+    assert _upload(page, _photo(tmp_path / "p.png", 40, 30)).endswith(
+        "(fusion seed, threshold 0.5)"
+    )
+    number = page.locator("#threshold input[type=number]")
+    number.fill("0.05")
+    number.press("Enter")
+    page.wait_for_function(
+        "document.querySelector('#message').innerText.includes('threshold 0.05')",
+        timeout=RESULT_S * 1000,
+    )
+    page.locator("#fusion input").click()
+    page.get_by_role("option", name="argmax").click()
+    page.wait_for_function(
+        "document.querySelector('#message').innerText.includes('fusion argmax')",
+        timeout=RESULT_S * 1000,
+    )
+    assert page.inner_text("#message").startswith("40 x 30 photo labelled")
+
+
 def test_the_server_still_serves_after_bad_uploads(page, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
