@@ -95,7 +95,8 @@ def comparison_grid(
     class_names: Sequence[str] | None = None,
 ) -> Tensor:
     """One row per image: photo, ground truth overlay, prediction overlay (uint8 grid);
-    with ``class_names``, the colour legend (:func:`legend_strip`) below the rows."""
+    with ``class_names``, the colour legend (:func:`legend_strip`, its font scaled with
+    the grid's width) below the rows."""
     tiles = []
     for image, target, pred in zip(images, targets, predictions, strict=True):
         photo = (image.clamp(0, 1) * 255).to(torch.uint8).cpu()
@@ -108,5 +109,7 @@ def comparison_grid(
     grid = make_grid(padded, nrow=3, padding=2)
     if class_names is None:
         return grid
-    legend = legend_strip(class_names, colors, int(grid.shape[2]))
+    width = int(grid.shape[2])
+    # a font that stays readable when TensorBoard shrinks the grid to fit its card
+    legend = legend_strip(class_names, colors, width, font_size=max(12, width // 32))
     return torch.cat([grid, legend], dim=1)
