@@ -136,7 +136,9 @@ def build_app(model: Any, examples: Sequence[Path] = ()) -> Any:
                 message = gr.Markdown("", elem_id="message")
                 legend = gr.HTML(legend_html(task), elem_id="legend")
             with gr.Column(scale=2):
-                photo = gr.Image(label="photo as read", type="numpy", interactive=False)
+                photo = gr.Image(
+                    label="photo as read", type="numpy", format="jpeg", interactive=False
+                )
                 with gr.Row():
                     shown = gr.Image(
                         label="overlay", type="numpy", format="jpeg", elem_id="overlay"

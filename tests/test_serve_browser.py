@@ -27,7 +27,7 @@ from fashionseg.tasks import get_task
 
 pytestmark = pytest.mark.slow
 
-SERVER_START_S = 600  # a busy 2-core machine takes minutes to import torch and gradio
+SERVER_START_S = 300  # a busy 2-core machine takes minutes to import torch and gradio
 RESULT_S = 240
 
 
