@@ -157,11 +157,14 @@ def _recipe(config: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _thresholds(metrics: Mapping[str, Any] | None) -> list[str]:
+def _thresholds(config: Mapping[str, Any], metrics: Mapping[str, Any] | None) -> list[str]:
+    argmax = ["- none: pixels take the class of highest score (argmax)"]
+    if not isinstance(config.get("model", {}).get("fusion"), Mapping):
+        return argmax
     if not metrics:
         return ["- not tested: no validated threshold recorded"]
     if metrics.get("threshold") is None:
-        return ["- none: pixels take the class of highest score (argmax)"]
+        return argmax
     lines = [f"- score threshold in use: {metrics['threshold']}"]
     choice = metrics.get("threshold_choice") or {}
     if choice.get("override") is not None:
@@ -252,13 +255,15 @@ def model_card(
         lines += ["", f"Terms of the data, first lines of `{name}`:", "", fence + "text"]
         lines += [*quoted, fence]
     lines += ["", "## Recipe", "", *_recipe(config)]
-    lines += ["", "## Validated threshold(s)", "", *_thresholds(metrics)]
+    lines += ["", "## Validated threshold(s)", "", *_thresholds(config, metrics)]
     lines += ["", "## Test scores", "", *_scores(task, metrics)]
     info = train_info or {}
     minutes = (
         f"{info['seconds'] / 60:.1f} min" if info.get("seconds") is not None else "not recorded"
     )
     lines += ["", "## Training", "", f"- train time (wall, fit + test): {minutes}"]
+    if config.get("ckpt_path") or config.get("resume"):
+        lines.append("  (a resumed run: since it resumed, earlier runs not counted)")
     lines.append(f"- hardware: {info.get('hardware', 'not recorded')}")
     lines += ["", "## Limits", "", *_limits(task, config, metrics, sizes), ""]
     return "\n".join(lines)
