@@ -170,7 +170,8 @@ def _write_card(cfg: DictConfig, module: Any, out_dir: Path, started: float) -> 
     from omegaconf import OmegaConf
 
     from fashionseg.files import write_json
-    from fashionseg.reporting.model_card import CARD_NAME, TRAIN_INFO, hardware, write_model_card
+    from fashionseg.reporting.model_card import CARD_NAME, TRAIN_INFO, write_model_card
+    from fashionseg.reporting.results_table import hardware
 
     seconds = round(time.perf_counter() - started, 1)
     write_json(out_dir / TRAIN_INFO, {"seconds": seconds, "hardware": hardware()})

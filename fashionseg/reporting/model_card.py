@@ -13,7 +13,6 @@ pixel accuracy, AP where measured), train time and hardware, and its limits.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,16 +28,6 @@ LOW_IOU = 0.5  # classes below this test IoU are named in the limits
 TERMS_LINES = 6  # lines quoted from a data root's LICENSE / README
 SPLITS = ("train", "val", "test")
 AUGMENTATIONS = ("hflip", "scale_jitter", "crop", "color_jitter", "hue_jitter")
-
-
-def hardware() -> str:
-    """A short description of this machine's compute (the first CUDA GPU, else the CPU)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    threads = torch.get_num_threads()
-    return f"CPU, {os.cpu_count()} cores, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def data_terms(root: str | Path, lines: int = TERMS_LINES) -> list[tuple[str, list[str]]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -22,9 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from fashionseg.files import write_json, write_text
 from fashionseg.metrics import format_percent
-from fashionseg.reporting.model_card import hardware
 from fashionseg.tasks import get_task
 
 ROWS = {
@@ -45,6 +47,14 @@ ROW_OVERRIDES = {
     # non-finite loss guard); the report's recipe has no warmup, so its rate is lowered
     ("ccp_report", "person"): ["optimizer.lr=2e-3"],
 }
+
+
+def hardware() -> str:
+    """A short description of where the rows were trained."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    threads = torch.get_num_threads()
+    return f"CPU, {os.cpu_count()} cores, {threads} thread{'' if threads == 1 else 's'}"
 
 
 def row_command(row: str, task: str, data: str | None, run_dir: Path | None = None) -> list[str]:
