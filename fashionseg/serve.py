@@ -190,7 +190,10 @@ def serve(settings: dict[str, Any]) -> None:
 
 @user_errors
 def run(argv: Sequence[str]) -> None:
-    """Check the arguments (one ``error:`` line, exit 2), then serve."""
+    """Check the arguments (one ``error:`` line, exit 2), then serve; ``--help``: usage."""
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(__doc__)
+        return
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     serve(parse_args(argv))
 

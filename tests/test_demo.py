@@ -164,6 +164,14 @@ def test_arguments_are_checked() -> None:
             parse_args(bad)
 
 
+def test_help_prints_the_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    from fashionseg.serve import run
+
+    run(["ckpt=RUN/checkpoints/last.ckpt", "--help"])  # as the docs' command check runs it
+    out = capsys.readouterr().out
+    assert "python -m fashionseg.serve ckpt=" in out and "host=0.0.0.0" in out
+
+
 def test_a_missing_checkpoint_is_one_line_exit_2(tmp_path: Path) -> None:
     line = one_line_error("fashionseg.serve", f"ckpt={tmp_path / 'none.ckpt'}", cwd=tmp_path)
     assert line == f"error: {tmp_path / 'none.ckpt'}: checkpoint not found"
