@@ -102,3 +102,9 @@ def test_an_untested_run_says_so_and_quotes_the_readme(tmp_path: Path) -> None:
     text = model_card(get_task("person"), {"data": {"root": str(tmp_path)}}, None)
     assert "Not tested" in text and "model-index" not in text
     assert "\nTaken by me; do not share.\n" in text
+
+
+def test_a_folder_that_is_no_run_still_gets_a_card(tmp_path: Path) -> None:
+    card = write_model_card(tmp_path / "out" / CARD_NAME, tmp_path / "nothing", get_task("person"))
+    text = card.read_text()
+    assert "| 1 | person | `#800000` (128, 0, 0) |" in text and "Not tested" in text

@@ -264,10 +264,14 @@ def _read_json(path: Path) -> Any:
 
 def run_config(run_dir: str | Path) -> dict[str, Any]:
     """A run's composed config (``.hydra/config.yaml``) as plain dicts, interpolations
-    resolved (``paths.output_dir``, Hydra's run directory, is ``run_dir``)."""
+    resolved (``paths.output_dir``, Hydra's run directory, is ``run_dir``); ``{}`` when
+    ``run_dir`` has none."""
     from omegaconf import OmegaConf
 
-    config = OmegaConf.load(Path(run_dir) / ".hydra" / "config.yaml")
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return {}  # a checkpoint outside a run directory: the card says what it can
+    config = OmegaConf.load(path)
     if "paths" in config:
         config.paths.output_dir = str(run_dir)
     return OmegaConf.to_container(config, resolve=True)  # type: ignore[return-value]
