@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast train sweep tensorboard bench gpu-check results docs lint format clean
+.PHONY: help install demo serve test test-fast train sweep tensorboard bench gpu-check results docs lint format clean
 
 help: ## show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,13 +19,16 @@ help: ## show this help
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev,sweep,docs]'
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev,sweep,docs,demo]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the package with dev tools (idempotent)
 
 demo: install ## train + test + predict on the embedded synthetic data (CPU, ~7 min)
 	$(PY) -m fashionseg.train experiment=demo $(ARGS)
+
+serve: install ## demo page on your photos: make serve ARGS="ckpt=RUN/checkpoints/last.ckpt [port=7860]"
+	$(PY) -m fashionseg.serve $(ARGS)
 
 test: install ## run the test suite
 	$(PY) -m pytest -q $(ARGS)

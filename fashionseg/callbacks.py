@@ -189,8 +189,8 @@ class TensorBoardPictures(L.Callback):
     Every ``every_n_epochs`` validation (not the sanity check): ``val/threshold_curve``
     (validation mIoU against the swept score threshold, for models that sweep one) and
     ``val/predictions``, a grid of the first ``images`` validation photos with ground
-    truth and prediction (at the setting validation chose). After testing, the hparams
-    tab: the module's hyper-parameters with ``hp/test_miou``, ``hp/best_threshold`` and
+    truth and prediction (at the setting validation chose) above the class colour
+    legend. After testing, the hparams tab: the module's hyper-parameters with ``hp/test_miou``, ``hp/best_threshold`` and
     the tested checkpoint's own validation mIoU (its ``val_miou`` buffer), ``hp/val_miou``.
 
     It reads what :class:`fashionseg.model.base.SegmentationBase` exposes: the label maps
@@ -251,6 +251,7 @@ class TensorBoardPictures(L.Callback):
                 [s[1] for s in shown],
                 [s[2][best] for s in shown],
                 pl_module.task.colors,
+                pl_module.task.class_names,
             )
             writer.add_image("val/predictions", grid, step)
 

@@ -8,7 +8,8 @@
 Compose -> instantiate -> fit -> test with the best checkpoint. The run directory
 (``logs/<task>/runs/<time>/``) holds the composed config (``.hydra/``), ``split.json``,
 ``checkpoints/`` (best and ``last.ckpt``), TensorBoard events, ``metrics.json``,
-``results.md`` and ``confusion_matrix.png``.
+``results.md``, ``confusion_matrix.png``, ``train_info.json`` (wall time, hardware) and
+``MODEL_CARD.md`` (:mod:`fashionseg.reporting.model_card`).
 
 Resuming: ``resume=true`` continues the newest run of the task under ``paths.log_dir``,
 ``resume=RUN_DIR`` a given run and ``ckpt_path=FILE`` a given checkpoint; the weights,
@@ -21,6 +22,7 @@ tests the same best checkpoint as an uninterrupted one.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +114,7 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job from a composed config; return its test metrics."""
     check_settings(cfg, "train")
+    started = time.perf_counter()
     import lightning as L
 
     from fashionseg.reporting.run_results import write_results
@@ -145,6 +148,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     elif cfg.get("ckpt_path"):
         ckpt_path = cfg.ckpt_path
     if not cfg.get("test", True):
+        if trainer.is_global_zero:
+            _write_card(cfg, module, out_dir, started)
         return {"best_val_miou": best_val}
     trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
     results = {**(module.test_results or {}), "best_val_miou": best_val}
@@ -155,7 +160,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         print(f"checkpoint:    {ckpt_path}")
         if cfg.get("predict_examples"):
             _predict_examples(module, datamodule, out_dir / "predictions", cfg.predict_examples)
+    if trainer.is_global_zero:
+        _write_card(cfg, module, out_dir, started)
     return results
+
+
+def _write_card(cfg: DictConfig, module: Any, out_dir: Path, started: float) -> None:
+    """Write ``train_info.json`` (wall time since ``started``, hardware) and ``MODEL_CARD.md``."""
+    from omegaconf import OmegaConf
+
+    from fashionseg.files import write_json
+    from fashionseg.reporting.model_card import CARD_NAME, TRAIN_INFO, write_model_card
+    from fashionseg.reporting.results_table import hardware
+
+    seconds = round(time.perf_counter() - started, 1)
+    write_json(out_dir / TRAIN_INFO, {"seconds": seconds, "hardware": hardware()})
+    config = OmegaConf.to_container(cfg, resolve=True)
+    card = write_model_card(out_dir / CARD_NAME, out_dir, module.task, config)
+    print(f"model card:    {card}")
 
 
 def _predict_examples(

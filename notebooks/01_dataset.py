@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -31,12 +31,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 from IPython.display import Markdown, display
-from matplotlib.patches import Patch
 
 from fashionseg.data.inspect import inspect_dataset
 from fashionseg.data.io import find_samples, read_image, read_mask
 from fashionseg.data.synthetic import generate
-from fashionseg.model.visualize import overlay
+from fashionseg.model.visualize import legend_handles, overlay
 from fashionseg.tasks import get_task
 
 task = get_task(os.environ.get("FASHIONSEG_NB_TASK", "clothing"))
@@ -70,7 +69,7 @@ for column, sample in enumerate(shown):
     axes[1, column].imshow(overlay(photo, mask, task.colors).permute(1, 2, 0))
 for ax in axes.flat:
     ax.axis("off")
-legend = [Patch(color=c, label=n) for n, c in zip(task.class_names, colours, strict=True)][1:]
+legend = legend_handles(task.class_names, task.colors)
 fig.legend(handles=legend, loc="lower center", ncol=len(legend))
 plt.show()
 

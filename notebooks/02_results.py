@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -41,7 +41,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from fashionseg.data.io import find_samples, read_image, read_mask
 from fashionseg.data.synthetic import generate
 from fashionseg.model.checkpoint import load_module
-from fashionseg.model.visualize import overlay
+from fashionseg.model.visualize import legend_handles, overlay
 from fashionseg.tasks import get_task
 
 # %%
@@ -182,5 +182,7 @@ for row, sample in zip(axes, samples, strict=True):
         ax.imshow(picture.permute(1, 2, 0))
         ax.set_title(title)
         ax.axis("off")
-fig.tight_layout()
+legend = legend_handles(task.class_names, task.colors)
+fig.tight_layout(rect=(0, 0.06, 1, 1))
+fig.legend(handles=legend, loc="lower center", ncol=(len(legend) + 1) // 2, fontsize="small")
 plt.show()

@@ -218,6 +218,17 @@ def test_validation_with_tensorboard_pictures_draws_predictions_and_no_threshold
     events = EventAccumulator(str(tmp_path / "tb" / "version_0"))
     events.Reload()
     assert events.Tags()["images"] == ["val/predictions"]
+    # the grid carries the class colour legend below its rows: every class's swatch
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    grid = Image.open(io.BytesIO(events.Images("val/predictions")[0].encoded_image_string))
+    assert grid.height > 2 * 60 + 3 * 2  # two 60-pixel rows and their padding, and more
+    # the overlays blend the colours with the photo: pure ones are the legend's swatches
+    pixels = np.asarray(grid.convert("RGB")).reshape(-1, 3)
+    assert set(module.task.colors) <= {tuple(int(v) for v in p) for p in pixels}
 
 
 def test_a_setting_it_does_not_have_is_refused() -> None:

@@ -2,6 +2,8 @@
 
 - :mod:`~fashionseg.reporting.run_results`: one run's ``metrics.json``, ``results.md`` and
   ``confusion_matrix.png`` (written by train and evaluate).
+- :mod:`~fashionseg.reporting.model_card`: one run's ``MODEL_CARD.md`` (written by train;
+  :func:`~fashionseg.reporting.model_card.write_model_card` for an exporter).
 - :mod:`~fashionseg.reporting.results_table`: the results rows, trained and collected into
   one Markdown table (command line: ``python -m fashionseg.report``).
 - :mod:`~fashionseg.reporting.sweep`: a Hydra multirun's report, ``sweep_report.{csv,md,png}``
