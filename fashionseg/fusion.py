@@ -154,7 +154,9 @@ def _max_over_instances(values: Tensor, fill: float | int) -> Tensor:
     """``values [B, N, ...]`` reduced by max over N (``fill`` where N is 0)."""
     if values.shape[1] == 0:
         return values.new_full((values.shape[0], *values.shape[2:]), fill)
-    return values.amax(1)
+    # at least ``fill``: an exported graph meets N = 0 here too (ONNX's ReduceMax of an
+    # empty set is the dtype's lowest value)
+    return values.amax(1).clamp(min=fill)
 
 
 def kept_instances(

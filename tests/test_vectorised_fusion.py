@@ -138,3 +138,50 @@ def _op_count(n: int) -> int:
 def test_operator_calls_do_not_grow_with_the_detections() -> None:
     """No loop over instances: 5 or 60 detections cost the same operator calls."""
     assert _op_count(5) == _op_count(60)
+
+
+class _Export(torch.nn.Module):
+    """Raw detections -> label maps, as an ONNX export wraps it."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__()
+        self.method = method
+
+    def forward(self, boxes, labels, scores, masks, sizes, threshold, semantic):  # noqa: ANN001, ANN201
+        return detections_to_label_maps(
+            boxes, labels, scores, masks, sizes, (30, 20), method=self.method,
+            threshold=threshold, semantic=semantic,
+        )  # fmt: skip
+
+
+def _export_inputs(n: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(n)
+    return (
+        _boxes(g, 2, n, 60, 40),
+        torch.randint(1, 3, (2, n), generator=g),
+        torch.rand(2, n, generator=g),
+        torch.rand(2, n, 1, 28, 28, generator=g),
+        torch.tensor([[60, 40], [60, 40]]),
+        torch.tensor(0.3),
+        torch.rand(2, 3, 30, 20, generator=g),
+    )
+
+
+@pytest.mark.parametrize("method", ("seed", "argmax"))
+def test_exports_to_onnx_with_a_dynamic_number_of_detections(method: str, tmp_path) -> None:  # noqa: ANN001
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    names = ["boxes", "labels", "scores", "masks", "sizes", "threshold", "semantic"]
+    dynamic = {name: {1: "detections"} for name in names[:4]}
+    path = tmp_path / "fusion.onnx"
+    torch.onnx.export(
+        _Export(method), _export_inputs(7), str(path), dynamo=False, opset_version=17,
+        input_names=names, output_names=["maps"], dynamic_axes=dynamic,
+    )  # fmt: skip
+    session = ort.InferenceSession(str(path))
+    wanted = {i.name for i in session.get_inputs()}
+    for n in (0, 1, 30):
+        inputs = _export_inputs(n)
+        feed = {k: v.numpy() for k, v in zip(names, inputs, strict=True) if k in wanted}
+        got = torch.from_numpy(session.run(None, feed)[0])
+        assert torch.equal(got, _Export(method)(*inputs))
