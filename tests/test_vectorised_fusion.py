@@ -185,3 +185,31 @@ def test_exports_to_onnx_with_a_dynamic_number_of_detections(method: str, tmp_pa
         feed = {k: v.numpy() for k, v in zip(names, inputs, strict=True) if k in wanted}
         got = torch.from_numpy(session.run(None, feed)[0])
         assert torch.equal(got, _Export(method)(*inputs))
+
+
+@pytest.mark.parametrize("method", ("seed", "argmax"))
+def test_models_label_maps_match_todays_on_the_demos_synthetic_photos(
+    method: str, tmp_path
+) -> None:  # noqa: ANN001
+    """A Mask R-CNN's batched label maps vs torchvision's postprocess + today's fusion."""
+    from helpers import TINY_NET
+
+    from fashionseg.data.io import read_image
+    from fashionseg.data.synthetic import generate
+    from fashionseg.model.module import MaskRCNNModule
+
+    torch.manual_seed(0)
+    net = {**TINY_NET, "min_size": 64, "max_size": 96}
+    module = MaskRCNNModule(task="clothing", net=net, fusion={"method": method}).eval()
+    data = generate(tmp_path / "data", num_images=4, seed=0, height=96, width=64)
+    images = [read_image(p).float() / 255 for p in sorted((data / "images").glob("*.jpg"))]
+    with torch.no_grad():
+        ours = module.predict_maps(images)
+        outputs = module.net(images)
+    detections = sum(len(o["scores"]) for o in outputs)
+    assert detections > 20  # an untrained head detects plenty: the test sees overlaps
+    for label_map, output in zip(ours, outputs, strict=True):
+        want = ref.fuse(
+            output["labels"], output["scores"], output["masks"], method=method, threshold=0.5
+        )
+        assert (label_map == want).float().mean() >= 0.999
