@@ -367,6 +367,51 @@ def run_all(
     return result
 
 
+def _side(spread: dict[str, Any]) -> str:
+    return f"{spread['median']:.1f} ({spread['min']:.1f}-{spread['max']:.1f})"
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The figures of :func:`run_all` as Markdown (img/s: median (min-max) of the rounds)."""
+    a, b = r["a_train_vs_bare"], r["b_cudnn_benchmark"]
+    util = a["gpu_utilisation"]
+    lines = [
+        f"# gpu_bench: {r['device']}, {r['date']}",
+        "",
+        f"torch {r['torch']}, {r['model']['arch']} at {r['size'][0]}x{r['size'][1]} "
+        f"(resize {r['model']['resize']}), {r['precision']}; img/s as median (min-max)",
+        "",
+        f"(a) training, batch {a['batch']}: ours {_side(a['img_per_s']['ours'])} img/s, bare "
+        f"loop {_side(a['img_per_s']['bare'])} img/s; ours/bare step time "
+        f"{a['ratio']:.3f} ({a['ratio_min']:.3f}-{a['ratio_max']:.3f}, {a['rounds']} rounds)",
+        f"    GPU utilisation (nvidia-smi, median / share of samples >= 60 %): ours "
+        f"{util['ours'].get('median', 'n/a')} / {util['ours'].get('share_ge_60', 'n/a')}, "
+        f"bare {util['bare'].get('median', 'n/a')} / {util['bare'].get('share_ge_60', 'n/a')}",
+        f"(b) cudnn.benchmark, batch {b['batch']}: on {_side(b['img_per_s']['on'])} img/s, off "
+        f"{_side(b['img_per_s']['off'])} img/s; on/off step time {b['ratio']:.3f} "
+        f"({b['ratio_min']:.3f}-{b['ratio_max']:.3f})",
+        "(c) inference img/s, fused (network + post-processing + fusion) vs network alone:",
+    ]
+    for row in r["c_inference"]:
+        lines.append(
+            f"    batch {row['batch']:>2}: fused {_side(row['img_per_s']['fused'])}, network "
+            f"{_side(row['img_per_s']['network'])}, time ratio {row['ratio']:.3f}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """``gpu_bench-<UTC time>.json`` and ``.md`` in ``out_dir`` (never over a file)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"gpu_bench-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
+    with open(json_path, "x") as fh:
+        fh.write(json.dumps(result, indent=2) + "\n")
+    with open(md_path, "x") as fh:
+        fh.write(format_report(result))
+    return json_path, md_path
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point: runs :func:`run_all`, prints and writes its JSON."""
     parser = argparse.ArgumentParser(
@@ -379,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=list(AMP), default="bf16")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--out", type=Path, help="write the JSON here too (never over a file)")
+    parser.add_argument("--out", type=Path, default=Path("gpu_check"), help="output folder")
     args = parser.parse_args(argv)
     batch_sizes = [int(b) for b in args.batches.split(",")]
     result = run_all(
@@ -391,11 +436,9 @@ def main(argv: list[str] | None = None) -> int:
         args.rounds,
         args.steps,
     )
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out is not None:
-        with open(args.out, "x") as fh:
-            fh.write(text + "\n")
+    json_path, md_path = write_report(result, args.out)
+    print(md_path.read_text())
+    print(f"wrote {json_path} and {md_path}")
     return 0
 
 

@@ -36,3 +36,26 @@ def test_all_three_parts_run_at_tiny_sizes_on_a_cpu() -> None:
     c = result["c_inference"]
     assert [row["batch"] for row in c] == [1, 2]
     assert all(row["fused_s"] > 0 and row["network_s"] > 0 for row in c)
+
+
+def test_report_is_written_once_and_never_over_a_file(tmp_path) -> None:  # noqa: ANN001
+    from fashionseg.gpu_bench import format_report, write_report
+
+    spread = {"median": 2.0, "min": 1.5, "max": 2.5, "n": 3}
+    ratio = {"ratio": 1.02, "ratio_min": 1.0, "ratio_max": 1.1, "rounds": 3}
+    result = {
+        "device": "test card", "date": "2026-12-06 22:00 UTC", "torch": "x",
+        "size": [600, 400], "precision": "bf16",
+        "model": {"arch": "maskrcnn_resnet50_fpn", "resize": "600/1000"},
+        "a_train_vs_bare": {
+            "batch": 8, **ratio, "img_per_s": {"ours": spread, "bare": spread},
+            "gpu_utilisation": {"ours": {"samples": 0}, "bare": {"median": 70.0, "share_ge_60": 0.9}},
+        },
+        "b_cudnn_benchmark": {"batch": 8, **ratio, "img_per_s": {"on": spread, "off": spread}},
+        "c_inference": [{"batch": 1, **ratio, "img_per_s": {"fused": spread, "network": spread}}],
+    }  # fmt: skip
+    text = format_report(result)
+    assert "(a) training, batch 8: ours 2.0 (1.5-2.5) img/s" in text
+    assert "bare 70.0 / 0.9" in text and "batch  1: fused 2.0" in text
+    json_path, md_path = write_report(result, tmp_path)
+    assert md_path.read_text() == text and json_path.is_file()
