@@ -187,11 +187,14 @@ def test_exports_to_onnx_with_a_dynamic_number_of_detections(method: str, tmp_pa
         assert torch.equal(got, _Export(method)(*inputs))
 
 
-@pytest.mark.parametrize("method", ("seed", "argmax"))
+@pytest.mark.parametrize(
+    ("method", "semantic_head"), [("seed", False), ("argmax", False), ("panoptic", True)]
+)
 def test_models_label_maps_match_todays_on_the_demos_synthetic_photos(
-    method: str, tmp_path
+    method: str, semantic_head: bool, tmp_path
 ) -> None:  # noqa: ANN001
-    """A Mask R-CNN's batched label maps vs torchvision's postprocess + today's fusion."""
+    """A Mask R-CNN's batched label maps vs torchvision's postprocess + today's fusion, on
+    synthetic photos of two sizes (two groups)."""
     from helpers import TINY_NET
 
     from fashionseg.data.io import read_image
@@ -199,17 +202,27 @@ def test_models_label_maps_match_todays_on_the_demos_synthetic_photos(
     from fashionseg.model.module import MaskRCNNModule
 
     torch.manual_seed(0)
-    net = {**TINY_NET, "min_size": 64, "max_size": 96}
+    net = {**TINY_NET, "min_size": 64, "max_size": 96, "semantic_head": semantic_head}
     module = MaskRCNNModule(task="clothing", net=net, fusion={"method": method}).eval()
-    data = generate(tmp_path / "data", num_images=4, seed=0, height=96, width=64)
-    images = [read_image(p).float() / 255 for p in sorted((data / "images").glob("*.jpg"))]
+    photos = []
+    for height, width in ((96, 64), (80, 64)):
+        data = generate(tmp_path / f"{height}", num_images=2, seed=0, height=height, width=width)
+        photos += sorted((data / "images").glob("*.jpg"))
+    images = [read_image(p).float() / 255 for p in photos]
+    images = [images[0], images[2], images[1], images[3]]  # sizes interleaved
     with torch.no_grad():
         ours = module.predict_maps(images)
         outputs = module.net(images)
     detections = sum(len(o["scores"]) for o in outputs)
     assert detections > 20  # an untrained head detects plenty: the test sees overlaps
-    for label_map, output in zip(ours, outputs, strict=True):
+    for image, label_map, output in zip(images, ours, outputs, strict=True):
+        assert label_map.shape == image.shape[-2:]
         want = ref.fuse(
-            output["labels"], output["scores"], output["masks"], method=method, threshold=0.5
+            output["labels"],
+            output["scores"],
+            output["masks"],
+            method=method,
+            threshold=0.5,
+            semantic=output.get("sem_probs"),
         )
         assert (label_map == want).float().mean() >= 0.999
