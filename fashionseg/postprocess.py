@@ -109,6 +109,7 @@ def detections_to_label_maps(
     mask_threshold: float = 0.5,
     class_thresholds: Tensor | None = None,
     semantic: Tensor | None = None,
+    original_sizes: Tensor | None = None,
 ) -> Tensor:
     """Raw detections of a batch of photos of one size -> int64 ``[B, H, W]`` label maps.
 
@@ -116,9 +117,14 @@ def detections_to_label_maps(
     ``labels``/``scores [B, N]``, ``masks [B, N, 1, M, M]`` probabilities (pad photos
     with fewer detections with zero masks: they cover nothing); ``original_size`` is the
     photos' ``(H, W)``; ``semantic`` the head's ``[B, C, H, W]`` scores at that size. The
-    fusion settings are :func:`fashionseg.fusion.fuse`'s.
+    fusion settings are :func:`fashionseg.fusion.fuse`'s. ``original_sizes`` (``[2]`` or
+    ``[B, 2]``) gives the photos' size as a tensor too: an export whose photo size is
+    dynamic passes ``torch._shape_as_tensor(image)[-2:]`` here and ``image.shape[-2:]`` as
+    ``original_size`` (a traced tuple would be frozen into the box scaling).
     """
-    size = torch.as_tensor(original_size, device=boxes.device)
+    size = original_sizes
+    if size is None:
+        size = torch.as_tensor(original_size, device=boxes.device)
     pasted = paste_masks(masks, resize_boxes(boxes, image_sizes, size), original_size)
     return fuse(
         labels,

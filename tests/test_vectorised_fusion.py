@@ -226,3 +226,43 @@ def test_models_label_maps_match_todays_on_the_demos_synthetic_photos(
             semantic=output.get("sem_probs"),
         )
         assert (label_map == want).float().mean() >= 0.999
+
+
+class _DynamicSize(torch.nn.Module):
+    """An export whose photo size comes from an input image's shape."""
+
+    def forward(self, image, boxes, labels, scores, masks, sizes):  # noqa: ANN001, ANN201
+        height, width = image.shape[-2:]
+        return detections_to_label_maps(
+            boxes, labels, scores, masks, sizes, (height, width), threshold=0.3,
+            original_sizes=torch._shape_as_tensor(image)[-2:],
+        )  # fmt: skip
+
+
+def test_exports_to_onnx_with_a_dynamic_photo_size(tmp_path) -> None:  # noqa: ANN001
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+
+    def inputs(n: int, height: int, width: int) -> tuple[torch.Tensor, ...]:
+        g = torch.Generator().manual_seed(n)
+        return (
+            torch.zeros(3, height, width),
+            _boxes(g, 1, n, 2 * height, 2 * width),
+            torch.randint(1, 3, (1, n), generator=g),
+            torch.rand(1, n, generator=g),
+            torch.rand(1, n, 1, 28, 28, generator=g),
+            torch.tensor([[2 * height, 2 * width]]),
+        )
+
+    names = ["image", "boxes", "labels", "scores", "masks", "sizes"]
+    dynamic = {"image": {1: "h", 2: "w"}, **{k: {1: "n"} for k in names[1:5]}}
+    path = tmp_path / "sized.onnx"
+    torch.onnx.export(
+        _DynamicSize(), inputs(5, 30, 20), str(path), dynamo=False, opset_version=17,
+        input_names=names, output_names=["maps"], dynamic_axes=dynamic,
+    )  # fmt: skip
+    session = ort.InferenceSession(str(path))
+    for n, height, width in ((5, 30, 20), (9, 50, 33)):
+        x = inputs(n, height, width)
+        got = session.run(None, {k: v.numpy() for k, v in zip(names, x, strict=True)})[0]
+        assert torch.equal(torch.from_numpy(got), _DynamicSize()(*x))
