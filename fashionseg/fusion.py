@@ -235,8 +235,8 @@ def fuse(
     else:
         kept = kept_instances(labels, scores, threshold, class_thresholds)
         keys = _keys(scores, _instance_method(method))
-        covers = (probs > mask_threshold) & kept[:, :, None, None]
-        keyed = torch.where(covers, keys.to(torch.int32)[:, :, None, None], 0)
+        kept_keys = torch.where(kept, keys, 0).to(torch.int32)  # 0: not kept, paints nothing
+        keyed = torch.where(probs > mask_threshold, kept_keys[:, :, None, None], 0)
         winner = _max_over_instances(keyed, 0).to(torch.int64)
         out = _paint(_labels_of(keys, labels, winner), base)
     return out[0] if single else out
