@@ -48,7 +48,7 @@ tensorboard: install ## serve TensorBoard on the logs/ directory
 bench: install ## benchmarks: make bench ARGS="--size small" (see docs/benchmarks.md)
 	$(PY) -m fashionseg.bench $(ARGS)
 
-gpu-check: install ## on a CUDA GPU: GPU benchmark + short seed_report run -> gpu_check/ (<10 min on an H100)
+gpu-check: install ## on a CUDA GPU: GPU benchmark + short seed_report run + gpu_bench (a-c) -> gpu_check/
 	$(PY) -m fashionseg.gpu_check $(ARGS)
 
 results: install ## train + test the results rows on ../shared/data/ccp-fashion600 (hours on a CPU)

@@ -396,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data", type=Path, help="dataset root (default: ccp-fashion600 or synthetic)"
     )
+    parser.add_argument(
+        "--skip-gpu-bench",
+        action="store_true",
+        help="leave out fashionseg.gpu_bench's (a) ours vs bare, (b) cuDNN, (c) inference",
+    )
     args = parser.parse_args(argv)
     why = cuda_unavailable()
     if why:
@@ -407,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     json_path, md_path = run_check(args.out, args.steps, args.budget_s, args.data, command=command)
     print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}")
+    if not args.skip_gpu_bench:  # issue 29's side-by-side figures (fashionseg.gpu_bench)
+        from fashionseg.bench import gpu_bench
+
+        gpu_bench.main(["--out", str(args.out)])
     return 0
 
 
