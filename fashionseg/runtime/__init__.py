@@ -34,7 +34,15 @@ from fashionseg.runtime.sidecar import (
     read_sidecar,
 )
 
-__all__ = ["LabelSet", "ModelFileError", "OnnxModel", "as_rgb", "open_session"]
+__all__ = [
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "LabelSet",
+    "ModelFileError",
+    "OnnxModel",
+    "as_rgb",
+    "open_session",
+]
 
 Photo: TypeAlias = str | Path | Image.Image | np.ndarray
 
