@@ -49,7 +49,7 @@ def scratch_run(root: Path, photos: int, size: tuple[int, int], seed: int = 0) -
             ],
         )
     torch.manual_seed(seed)
-    module = instantiate(cfg.model)
+    module = instantiate(cfg.model, _recursive_=False)
     run = root / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / ".hydra").mkdir()

@@ -238,6 +238,13 @@ def export_checkpoint(
         if path.exists() and not overwrite:
             raise UsageError(f"{path}: exists; pass overwrite=true to replace it")
     module = module_from_checkpoint(read_checkpoint(ckpt), ckpt).eval()
+    from fashionseg.model.semantic import SemanticModule
+
+    if not isinstance(module, SemanticModule):
+        raise ExportError(
+            f"{ckpt}: a Mask R-CNN checkpoint; only the semantic models (LRASPP, DeepLabV3, "
+            "FCN) export so far (Mask R-CNN's fusion is not yet written in exportable form)"
+        )
     calibration_photos: list[np.ndarray] = []
     if quantize == "int8":
         from fashionseg.data.photo import read_photo
