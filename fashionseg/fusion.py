@@ -1,9 +1,15 @@
-"""Fuse one image's Mask R-CNN instances into a single per-pixel label map.
+"""Fuse Mask R-CNN instances into per-pixel label maps: one set of tensor ops per batch.
 
-All functions are pure tensor code on the inputs' device. Inputs for one image are
-torchvision Mask R-CNN outputs: ``labels`` int64 ``[N]`` (class ids >= 1), ``scores``
-``[N]`` and ``masks`` ``[N, 1, H, W]`` (or ``[N, H, W]``) mask probabilities. The output
-is an int64 ``[H, W]`` label map where 0 is background.
+All functions are pure tensor code on the inputs' device, with no loop over photos or
+instances and no host round trip (no ``.item()``, ``.tolist()``, ``nonzero``, no Python
+``if`` on a tensor's values), so the same code runs eagerly, batched on a GPU, and
+exports to ONNX (``torch.onnx.export(..., dynamo=False)``) with a dynamic number of
+detections. Inputs for one image are torchvision Mask R-CNN outputs: ``labels`` int64
+``[N]`` (class ids >= 1), ``scores`` ``[N]`` and ``masks`` ``[N, 1, H, W]`` (or
+``[N, H, W]``) mask probabilities; a batch adds a leading ``B`` (``labels [B, N]``,
+``masks [B, N, 1, H, W]`` or ``[B, N, H, W]``: pad images with fewer detections with
+all-zero masks, which cover no pixel). The output is an int64 ``[H, W]`` (``[B, H, W]``)
+label map where 0 is background.
 
 An instance *covers* the pixels where its mask probability is ``> mask_threshold``.
 
@@ -18,7 +24,6 @@ An instance *covers* the pixels where its mask probability is ``> mask_threshold
   wins, then the earlier output index), and stays background unless that value is
   ``> threshold`` (or ``> class_thresholds`` of the winner's class). The threshold thus
   applies to the per-pixel confidence, not to whole instances.
-
 - ``"panoptic"`` (Panoptic FPN's heuristic fusion): start from the semantic head's
   label map (``semantic``: its per-pixel argmax) and paint the kept instances over it as
   ``score_order`` does (lowest to highest score, so the most confident wins), each only
@@ -27,14 +32,18 @@ An instance *covers* the pixels where its mask probability is ``> mask_threshold
   ``class_thresholds`` are not used (a sweep gives the same map at every threshold).
 
 The last two need ``semantic``: the head's ``[C, H, W]`` class scores or ``[H, W]``
-label map (:class:`fashionseg.model.panoptic.PanopticMaskRCNN` outputs ``sem_probs``).
+label map (``[B, ...]`` for a batch; :class:`fashionseg.model.panoptic.PanopticMaskRCNN`
+outputs ``sem_probs``).
 
-Implementation: for ``seed``/``score_order`` instances are visited once by descending
-score (stable). The instances kept at threshold ``t`` are exactly the first
-``#(score > t)`` visited, so :func:`fuse_sweep` snapshots the running winner after each
-such prefix and costs about one :func:`fuse` at the lowest threshold plus one copy per
-threshold, with ``[H, W]`` working memory. ``argmax`` finds each pixel's best instance
-once and compares its value with every threshold.
+Implementation: every instance gets a distinct integer *key* >= 1 (seed: its output
+index + 1; score_order: the number of instances ranked below it by the stable
+descending-score order, + 1), and a pixel takes the largest key among the kept
+instances covering it (0: none), looked up in a key -> label table: a painting order is
+a maximum. The ranks come from an ``[N, N]`` comparison (no sort, so stable everywhere).
+:func:`fuse_sweep` takes the running maximum (``cummax``) over the instances in
+descending-score order, since the instances kept at threshold ``t`` are the first
+``#(score > t)`` of them, and reads one prefix per threshold: about the cost of one
+:func:`fuse`.
 """
 
 from __future__ import annotations
@@ -59,10 +68,11 @@ def _check_method(method: str) -> None:
         )
 
 
-def semantic_labels(semantic: Tensor | None, method: str, size: tuple[int, int]) -> Tensor | None:
+def semantic_labels(semantic: Tensor | None, method: str, size: tuple[int, ...]) -> Tensor | None:
     """The semantic label map ``[H, W]`` (int64) that ``method`` starts from; None for the
     methods that do not use one. ``semantic`` is ``[C, H, W]`` scores (argmax taken; ties
-    to the lower class) or an ``[H, W]`` label map, at the masks' size ``size``."""
+    to the lower class) or an ``[H, W]`` label map, at the masks' size ``size``; with a
+    batch (``size`` ``(B, H, W)``) ``[B, C, H, W]`` or ``[B, H, W]``."""
     if method not in SEMANTIC_METHODS:
         return None
     if semantic is None:
@@ -70,22 +80,23 @@ def semantic_labels(semantic: Tensor | None, method: str, size: tuple[int, int])
             f"fusion method {method!r} needs the semantic head's output "
             "(a model with model.net.semantic_head=true)"
         )
-    if semantic.dim() == 3:
-        semantic = semantic.argmax(0)
-    if semantic.dim() != 2 or tuple(semantic.shape) != tuple(size):
+    if semantic.dim() == len(size) + 1:
+        semantic = semantic.argmax(-3)
+    if tuple(semantic.shape) != tuple(size):
+        want = ", ".join(str(s) for s in size)
         raise ValueError(
-            f"semantic must be [C, {size[0]}, {size[1]}] or [{size[0]}, {size[1]}] "
-            f"(the masks' size), got {tuple(semantic.shape)}"
+            f"semantic must be [{want}] labels or class scores with a C before the "
+            f"last two sides (the masks' size), got {tuple(semantic.shape)}"
         )
     return semantic.to(torch.int64)
 
 
 def _paint(instance_maps: Tensor, semantic: Tensor | None) -> Tensor:
-    """Instance label maps ``[T, H, W]`` (0 where no instance) over the semantic map."""
+    """Instance label maps (0 where no instance) over the semantic map (broadcast)."""
     if semantic is None:
         return instance_maps
     semantic = semantic.to(instance_maps.device)
-    return torch.where(instance_maps > 0, instance_maps, semantic[None])
+    return torch.where(instance_maps > 0, instance_maps, semantic)
 
 
 def _instance_method(method: str) -> str:
@@ -93,71 +104,89 @@ def _instance_method(method: str) -> str:
     return "score_order" if method == "panoptic" else method
 
 
-def _mask_probs(labels: Tensor, scores: Tensor, masks: Tensor) -> Tensor:
-    """Return ``masks`` as ``[N, H, W]`` after checking that the three inputs agree."""
-    if masks.dim() == 4 and masks.shape[1] == 1:
-        masks = masks[:, 0]
-    if masks.dim() != 3:
-        raise ValueError(f"masks must be [N, 1, H, W] or [N, H, W], got {tuple(masks.shape)}")
-    n = masks.shape[0]
-    if labels.shape != (n,) or scores.shape != (n,):
+def _batched(labels: Tensor, scores: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``labels``/``scores`` ``[B, N]`` and ``masks`` ``[B, N, H, W]`` after checking them."""
+    single = labels.dim() == 1
+    if single:
+        labels, scores, masks = labels[None], scores[None], masks[None]
+    if masks.dim() == 5 and masks.shape[2] == 1:
+        masks = masks[:, :, 0]
+    if masks.dim() != 4 or labels.dim() != 2:
         raise ValueError(
-            f"labels {tuple(labels.shape)} and scores {tuple(scores.shape)} must both be [{n}]"
+            f"masks must be [N, 1, H, W] or [N, H, W] (a leading B for a batch), got "
+            f"{tuple(masks.shape[1:] if single else masks.shape)}"
         )
-    return masks
+    if labels.shape != masks.shape[:2] or scores.shape != masks.shape[:2]:
+        raise ValueError(
+            f"labels {tuple(labels.shape)} and scores {tuple(scores.shape)} must both be "
+            f"{list(masks.shape[:2])} (the masks' leading sides)"
+        )
+    return labels, scores, masks
 
 
-def _winner_maps(
-    labels: Tensor,
-    scores: Tensor,
-    probs: Tensor,
-    method: str,
-    mask_threshold: float,
-    counts: list[int],
-) -> Tensor:
-    """Label maps ``[len(counts), H, W]`` after visiting the ``k`` highest-scoring instances, for each ``k`` in ``counts``.
+def ranks(scores: Tensor) -> tuple[Tensor, Tensor]:
+    """``(rank, below)`` ``[..., N]`` int64 of the stable descending-score order: ``rank``
+    counts the instances visited before each (higher score, or equal and earlier in
+    output order), ``below`` those visited after it."""
+    index = torch.ones_like(scores, dtype=torch.int64).cumsum(-1)
+    before = (scores[..., None, :] > scores[..., :, None]) | (
+        (scores[..., None, :] == scores[..., :, None]) & (index[..., None, :] < index[..., :, None])
+    )  # before[..., i, j]: j is visited before i
+    return before.sum(-1), before.sum(-2)
 
-    Instances are visited by descending score (stable: equal scores keep output order).
-    """
-    # Each instance gets a distinct key >= 1, higher wins; a pixel keeps the running
-    # maximum of the keys of the visited instances covering it (0 = none).
-    n, height, width = probs.shape
-    device = probs.device
-    order = torch.argsort(scores, descending=True, stable=True)
+
+def _keys(scores: Tensor, method: str) -> Tensor:
+    """Each instance's painting key ``[B, N]`` (int64, distinct, >= 1; larger paints last)."""
     if method == "seed":
-        keys = order.to(torch.int32) + 1  # the later output index wins
-    else:
-        keys = torch.arange(n, 0, -1, dtype=torch.int32, device=device)  # first visited wins
-    label_of_key = torch.zeros(n + 1, dtype=torch.int64, device=device)
-    label_of_key[keys.long()] = labels[order].to(torch.int64)
-    running = torch.zeros(height, width, dtype=torch.int32, device=device)
-    snapshots = {0: running}
-    wanted = set(counts)
-    for step in range(max(counts, default=0)):
-        covers = probs[order[step]] > mask_threshold
-        running = torch.maximum(running, covers * keys[step])
-        if step + 1 in wanted:
-            snapshots[step + 1] = running
-    maps = torch.empty(len(counts), height, width, dtype=torch.int64, device=device)
-    for out, k in zip(maps, counts, strict=True):
-        torch.index_select(label_of_key, 0, snapshots[k].view(-1), out=out.view(-1))
-    return maps
+        return torch.ones_like(scores, dtype=torch.int64).cumsum(-1)  # later output wins
+    return ranks(scores)[1] + 1  # the first visited (highest score) wins
+
+
+def _labels_of(keys: Tensor, labels: Tensor, winner: Tensor) -> Tensor:
+    """Label maps ``[B, ..., H, W]`` of the winning keys (0 -> background)."""
+    table = torch.nn.functional.pad(torch.zeros_like(labels, dtype=torch.int64), (1, 0))
+    table = table.scatter(1, keys, labels.to(torch.int64))
+    flat = winner.reshape(winner.shape[0], -1).to(torch.int64)
+    return table.gather(1, flat).reshape(winner.shape)
+
+
+def _max_over_instances(values: Tensor, fill: float | int) -> Tensor:
+    """``values [B, N, ...]`` reduced by max over N (``fill`` where N is 0)."""
+    if values.shape[1] == 0:
+        return values.new_full((values.shape[0], *values.shape[2:]), fill)
+    # at least ``fill``: an exported graph meets N = 0 here too (ONNX's ReduceMax of an
+    # empty set is the dtype's lowest value)
+    return values.amax(1).clamp(min=fill)
+
+
+def kept_instances(
+    labels: Tensor, scores: Tensor, threshold: float | Tensor, class_thresholds: Tensor | None
+) -> Tensor:
+    """``[B, N]`` bool: ``score > threshold`` or, given ``[C]`` per-class thresholds,
+    ``score > class_thresholds[label]`` (compared in the dtype of ``scores``)."""
+    if class_thresholds is None:
+        return scores > torch.as_tensor(threshold, device=scores.device).to(scores)
+    class_thresholds = torch.as_tensor(class_thresholds, device=scores.device).to(scores)
+    return scores > class_thresholds[labels]
 
 
 def argmax_best(
     labels: Tensor, scores: Tensor, probs: Tensor, mask_threshold: float
 ) -> tuple[Tensor, Tensor]:
     """Per pixel the best ``score * prob`` among covering instances (-1 where none), and
-    its class. Ties go to the higher score, then the earlier output index."""
-    height, width = probs.shape[-2:]
-    best = torch.full((height, width), -1.0, device=probs.device)
-    label = torch.zeros(height, width, dtype=torch.int64, device=probs.device)
-    for i in torch.argsort(scores, descending=True, stable=True).tolist():
-        value = scores[i].float() * probs[i].float()
-        take = (probs[i] > mask_threshold) & (value > best)
-        best = torch.where(take, value, best)
-        label = torch.where(take, labels[i].to(torch.int64), label)
-    return best, label
+    its class. Ties go to the higher score, then the earlier output index. Shapes as
+    :func:`fuse` takes them (one image or a batch); the results are ``[(B,) H, W]``."""
+    single = labels.dim() == 1
+    labels, scores, probs = _batched(labels, scores, probs)
+    covers = probs > mask_threshold
+    value = scores[:, :, None, None].float() * probs.float()
+    value = torch.where(covers, value, torch.full_like(value, -1.0))
+    best = _max_over_instances(value, -1.0)
+    key = ranks(scores)[1] + 1
+    tied = covers & (value == best[:, None])
+    winner = _max_over_instances(torch.where(tied, key[:, :, None, None], 0), 0)
+    label = _labels_of(key, labels, winner)
+    return (best[0], label[0]) if single else (best, label)
 
 
 def fuse(
@@ -166,53 +195,51 @@ def fuse(
     masks: Tensor,
     *,
     method: str = "seed",
-    threshold: float = 0.5,
+    threshold: float | Tensor = 0.5,
     mask_threshold: float = 0.5,
     class_thresholds: Tensor | None = None,
     semantic: Tensor | None = None,
 ) -> Tensor:
-    """Fuse one image's instances into an int64 ``[H, W]`` label map (0 = background).
+    """Fuse one image's (or a batch's) instances into int64 ``[(B,) H, W]`` label maps.
 
     Args:
-        labels: int64 ``[N]`` class ids (>= 1).
-        scores: ``[N]`` detection scores.
-        masks: ``[N, 1, H, W]`` or ``[N, H, W]`` mask probabilities.
+        labels: int64 ``[N]`` (``[B, N]``) class ids (>= 1).
+        scores: ``[N]`` (``[B, N]``) detection scores.
+        masks: ``[N, 1, H, W]`` or ``[N, H, W]`` mask probabilities (a leading ``B``).
         method: one of :data:`ALL_METHODS` (see the module docstring).
         threshold: keep instances with ``score > threshold`` (``argmax``: keep pixels whose
-            best ``score * mask probability`` is ``> threshold``).
+            best ``score * mask probability`` is ``> threshold``); a float or 0-d tensor.
         mask_threshold: an instance covers the pixels with probability ``> mask_threshold``.
         class_thresholds: optional ``[C]`` tensor indexed by class id (entry 0 unused);
             when given, an instance is kept when ``score > class_thresholds[label]`` and
             ``threshold`` is ignored.
-        semantic: the semantic head's ``[C, H, W]`` scores or ``[H, W]`` labels, needed by
-            ``panoptic`` and ``semantic`` (ignored by the other methods).
+        semantic: the semantic head's ``[(B,) C, H, W]`` scores or ``[(B,) H, W]`` labels,
+            needed by ``panoptic`` and ``semantic`` (ignored by the other methods).
     """
     _check_method(method)
-    probs = _mask_probs(labels, scores, masks)
-    base = semantic_labels(semantic, method, tuple(probs.shape[-2:]))
+    single = labels.dim() == 1
+    labels, scores, probs = _batched(labels, scores, masks)
+    size = (probs.shape[0], *probs.shape[-2:])
+    base = semantic_labels(
+        None if semantic is None else (semantic[None] if single else semantic), method, size
+    )
     if method == "semantic":
-        return base.to(probs.device)
-    if method == "argmax":
+        out = base.to(probs.device)
+    elif method == "argmax":
         best, label = argmax_best(labels, scores, probs, mask_threshold)
         if class_thresholds is None:
-            return torch.where(best > threshold, label, torch.zeros_like(label))
-        class_thresholds = torch.as_tensor(class_thresholds, device=probs.device)
-        limit = class_thresholds.to(best)[label]
-        return torch.where(best > limit, label, torch.zeros_like(label))
-    if class_thresholds is None:
-        kept = scores > threshold
+            limit = torch.as_tensor(threshold, device=best.device).to(best)
+        else:
+            limit = torch.as_tensor(class_thresholds, device=best.device).to(best)[label]
+        out = torch.where(best > limit, label, torch.zeros_like(label))
     else:
-        class_thresholds = torch.as_tensor(class_thresholds, device=scores.device)
-        kept = scores > class_thresholds.to(scores)[labels]
-    maps = _winner_maps(
-        labels[kept],
-        scores[kept],
-        probs[kept],
-        _instance_method(method),
-        mask_threshold,
-        [int(kept.sum())],
-    )
-    return _paint(maps, base)[0]
+        kept = kept_instances(labels, scores, threshold, class_thresholds)
+        keys = _keys(scores, _instance_method(method))
+        covers = (probs > mask_threshold) & kept[:, :, None, None]
+        keyed = torch.where(covers, keys.to(torch.int32)[:, :, None, None], 0)
+        winner = _max_over_instances(keyed, 0).to(torch.int64)
+        out = _paint(_labels_of(keys, labels, winner), base)
+    return out[0] if single else out
 
 
 def fuse_sweep(
@@ -227,7 +254,7 @@ def fuse_sweep(
     class_thresholds: Tensor | None = None,
     cls: int | None = None,
 ) -> Tensor:
-    """Fuse at every score threshold at once: int64 ``[T, H, W]``.
+    """Fuse one image at every score threshold at once: int64 ``[T, H, W]``.
 
     Without ``class_thresholds``, map ``i`` equals :func:`fuse` with
     ``threshold=thresholds[i]`` (``[T]``, compared in the dtype of ``scores`` like
@@ -236,15 +263,13 @@ def fuse_sweep(
 
     With ``class_thresholds [C]`` and a class id ``cls``, map ``i`` equals :func:`fuse`
     with those per-class thresholds and ``class_thresholds[cls] = thresholds[i]``: class
-    ``cls`` takes each threshold while every other class keeps its own. The cost is about
-    one :func:`fuse` (the other classes' instances are painted once, then those of ``cls``
-    by descending score with a snapshot per threshold); this is what a search over
-    per-class thresholds scores, one class at a time.
+    ``cls`` takes each threshold while every other class keeps its own (what a search
+    over per-class thresholds scores, one class at a time), at about the same cost.
     """
     _check_method(method)
     if (class_thresholds is None) != (cls is None):
         raise ValueError("class_thresholds and cls go together: give both or neither")
-    probs = _mask_probs(labels, scores, masks)
+    labels, scores, probs = (x[0] for x in _batched(labels, scores, masks))
     thresholds = torch.as_tensor(thresholds, device=scores.device)
     if thresholds.dim() != 1:
         raise ValueError(f"thresholds must be 1-D, got shape {tuple(thresholds.shape)}")
@@ -254,26 +279,46 @@ def fuse_sweep(
     if method == "semantic":
         return base.to(probs.device)[None].repeat(thresholds.numel(), 1, 1)
     method = _instance_method(method)
-    if class_thresholds is not None:
-        class_thresholds = torch.as_tensor(class_thresholds, device=scores.device)
-        return _class_sweep(
-            labels,
-            scores,
-            probs,
-            base,
-            class_thresholds,
-            int(cls),
-            thresholds,
-            method,
-            mask_threshold,
-        )
     if method == "argmax":
         best, label = argmax_best(labels, scores, probs, mask_threshold)
+        if class_thresholds is not None:
+            return argmax_class_sweep(best, label, class_thresholds, int(cls), thresholds)
         keep = best[None] > thresholds.to(best)[:, None, None]
         return torch.where(keep, label[None], torch.zeros_like(label)[None])
-    num_kept = (scores[None, :] > thresholds.to(scores)[:, None]).sum(dim=1).tolist()
-    maps = _winner_maps(labels, scores, probs, method, mask_threshold, num_kept)
-    return _paint(maps, base)
+    keys = _keys(scores[None], method)[0]
+    covers = probs > mask_threshold
+    # the instances kept at threshold t lead the descending-score order: #(score > t)
+    visited = (scores[None, :] > thresholds.to(scores)[:, None]).sum(dim=1)
+    fixed = torch.zeros(probs.shape[-2:], dtype=torch.int32, device=probs.device)
+    if class_thresholds is not None:
+        # every other class keeps its own threshold: painted once; cls's own instances
+        # join the running maximum in score order
+        own = labels == int(cls)
+        other = ~own & kept_instances(labels, scores, 0.0, class_thresholds)
+        fixed = _max_over_instances(
+            torch.where(covers & other[:, None, None], keys.to(torch.int32)[:, None, None], 0)[
+                None
+            ],
+            0,
+        )[0]
+        covers = covers & own[:, None, None]
+    winner = _prefix_winners(covers, keys, ranks(scores)[0], visited)
+    return _paint(_labels_of(keys[None], labels[None], torch.maximum(winner, fixed)[None])[0], base)
+
+
+def _prefix_winners(covers: Tensor, keys: Tensor, rank: Tensor, visited: Tensor) -> Tensor:
+    """``[T, H, W]`` int32: per pixel the largest key among the first ``visited[t]``
+    instances (by ``rank``) covering it; 0 where none."""
+    size = covers.shape[-2:]
+    if covers.shape[0] == 0:
+        return torch.zeros(visited.shape[0], *size, dtype=torch.int32, device=covers.device)
+    order = torch.empty_like(rank).scatter_(
+        0, rank, torch.arange(rank.shape[0], device=rank.device)
+    )
+    keyed = torch.where(covers, keys.to(torch.int32)[:, None, None], 0).index_select(0, order)
+    prefix = torch.cummax(keyed, dim=0).values
+    winner = prefix.index_select(0, (visited - 1).clamp(min=0))
+    return torch.where(visited[:, None, None] > 0, winner, torch.zeros_like(winner))
 
 
 def argmax_class_sweep(
@@ -292,53 +337,3 @@ def argmax_class_sweep(
     keep_cls = (label == cls)[None] & (best[None] > thresholds[:, None, None])
     keep = keep_other[None] | keep_cls
     return torch.where(keep, label[None], torch.zeros_like(label)[None])
-
-
-def _class_sweep(
-    labels: Tensor,
-    scores: Tensor,
-    probs: Tensor,
-    base: Tensor | None,
-    class_thresholds: Tensor,
-    cls: int,
-    thresholds: Tensor,
-    method: str,
-    mask_threshold: float,
-) -> Tensor:
-    """:func:`fuse_sweep`'s per-class case, for an instance ``method``."""
-    if method == "argmax":
-        best, label = argmax_best(labels, scores, probs, mask_threshold)
-        return argmax_class_sweep(best, label, class_thresholds, cls, thresholds)
-    own = labels == cls
-    kept_other = ~own & (scores > class_thresholds.to(scores)[labels])
-    candidates = own & (scores > thresholds.to(scores).min())
-    keep = kept_other | candidates
-    labels, scores, probs, own = labels[keep], scores[keep], probs[keep], own[keep]
-    # Visit every kept other-class instance first (a running maximum does not depend on
-    # the visiting order), then this class's by descending score; the keys still rank
-    # instances as the full fusion does.
-    n, height, width = probs.shape
-    device = probs.device
-    order = torch.argsort(scores, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(n, device=device)
-    if method == "seed":
-        key = torch.arange(n, dtype=torch.int32, device=device) + 1  # later output wins
-    else:
-        key = (n - rank).to(torch.int32)  # higher score (then earlier output) wins
-    label_of_key = torch.zeros(n + 1, dtype=torch.int64, device=device)
-    label_of_key[key.long()] = labels.to(torch.int64)
-    running = torch.zeros(height, width, dtype=torch.int32, device=device)
-    for i in torch.nonzero(~own).flatten().tolist():
-        running = torch.maximum(running, (probs[i] > mask_threshold) * key[i])
-    own_order = [i for i in order.tolist() if own[i]]
-    own_scores = scores[own_order] if own_order else scores.new_zeros(0)
-    counts = (own_scores[None, :] > thresholds.to(scores)[:, None]).sum(dim=1).tolist()
-    snapshots = {0: running}
-    for step, i in enumerate(own_order[: max(counts, default=0)]):
-        running = torch.maximum(running, (probs[i] > mask_threshold) * key[i])
-        snapshots[step + 1] = running
-    maps = torch.empty(len(counts), height, width, dtype=torch.int64, device=device)
-    for out, k in zip(maps, counts, strict=True):
-        torch.index_select(label_of_key, 0, snapshots[k].view(-1), out=out.view(-1))
-    return _paint(maps, base)

@@ -169,6 +169,9 @@ def check_settings(cfg: DictConfig, cli: str) -> None:
     momentum = _get(cfg, "optimizer.momentum")
     if momentum is not None and (_number(momentum) is None or not 0 <= _number(momentum) < 1):
         raise UsageError(f"optimizer.momentum={momentum}: must be a number in [0, 1)")
+    profile = _get(cfg, "profile")
+    if profile is not None and not isinstance(profile, bool):
+        _check_int("profile", profile, 1)
     seed = _get(cfg, "seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise UsageError(f"seed={seed}: must be a whole number or null")

@@ -123,7 +123,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module: L.LightningModule = build(cfg.model, _recursive_=False)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    from fashionseg.profiling import active_steps, trace_profiler
+
+    extra = {}
+    steps = active_steps(cfg.get("profile"))
+    if steps:
+        extra["profiler"] = trace_profiler(out_dir / "profile", steps)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **extra)
 
     datamodule.prepare_data()
     datamodule.setup("fit")

@@ -31,6 +31,7 @@ from fashionseg.metrics import (
 )
 from fashionseg.model.base import Batch, NonFiniteLossError, SegmentationBase, _plain
 from fashionseg.model.builder import build_maskrcnn
+from fashionseg.postprocess import label_maps, raw_outputs
 from fashionseg.thresholds import InstanceCache, ThresholdChoice, choose
 
 __all__ = ["NonFiniteLossError", "SegmentationModule", "MaskRCNNModule", "THRESHOLD_BUFFERS"]
@@ -163,16 +164,12 @@ class MaskRCNNModule(SegmentationBase):
 
     def fuse_outputs(self, output: Mapping[str, Tensor]) -> Tensor:
         """One image's detections -> H x W label map at the module's threshold(s)."""
-        fusion = self.hparams.fusion
         return fuse(
             output["labels"],
             output["scores"],
             output["masks"],
-            method=fusion["method"],
-            threshold=self.score_threshold,
-            mask_threshold=fusion["mask_threshold"],
-            class_thresholds=self.active_class_thresholds,
             semantic=output.get("sem_probs"),
+            **self.fusion_settings(),
         )
 
     @property
@@ -191,9 +188,21 @@ class MaskRCNNModule(SegmentationBase):
             return self.class_thresholds
         return None
 
+    def fusion_settings(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`fashionseg.fusion.fuse` in use."""
+        fusion = self.hparams.fusion
+        return {
+            "method": fusion["method"],
+            "threshold": self.score_threshold,
+            "mask_threshold": fusion["mask_threshold"],
+            "class_thresholds": self.active_class_thresholds,
+        }
+
     @torch.no_grad()
     def predict_maps(self, images: list[Tensor]) -> list[Tensor]:
-        return [self.fuse_outputs(output) for output in self.net(images)]
+        """Label maps from the network's raw outputs, post-processed and fused batched on
+        the device (:mod:`fashionseg.postprocess`)."""
+        return label_maps(raw_outputs(self.net, images), self.fusion_settings())
 
     @property
     def score_threshold(self) -> float | None:

@@ -34,9 +34,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.image_list import ImageList
 
 from fashionseg.data.targets import IGNORE_INDEX
 from fashionseg.model.tta import mirror_average
+from fashionseg.postprocess import semantic_probs
 
 # FPN outputs that are not semantic-head inputs (torchvision's LastLevelMaxPool level)
 EXTRA_LEVELS = ("pool",)
@@ -193,15 +195,8 @@ class PanopticMaskRCNN(MaskRCNN):
         detections, detector_losses = self.roi_heads(
             features, proposals, image_list.image_sizes, targets
         )
-        padded = tuple(image_list.tensors.shape[-2:])
-        logits = self.semantic_logits(features, padded)
-        if self.tta_hflip and not self.training:
-            logits = mirror_average(
-                logits,
-                lambda batch: self.semantic_logits(self.backbone(batch), padded),
-                image_list.tensors,
-                image_list.image_sizes,
-            )
+        logits = self.semantic_outputs(features, image_list)
+        padded = tuple(logits.shape[-2:])
         if self.training:
             label = torch.full(
                 (len(images), *padded), IGNORE_INDEX, dtype=torch.long, device=logits.device
@@ -217,10 +212,22 @@ class PanopticMaskRCNN(MaskRCNN):
                 "loss_semantic": loss * self.semantic_loss_weight,
             }
         detections = self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
-        for i, ((h, w), size) in enumerate(
+        for i, (image_size, size) in enumerate(
             zip(image_list.image_sizes, original_sizes, strict=True)
         ):
-            crop = logits[i : i + 1, :, :h, :w]
-            full = F.interpolate(crop, size=size, mode="bilinear", align_corners=False)
-            detections[i]["sem_probs"] = full[0].softmax(0)
+            detections[i]["sem_probs"] = semantic_probs(logits[i : i + 1], image_size, size)[0]
         return detections
+
+    def semantic_outputs(self, features: dict[str, Tensor], image_list: ImageList) -> Tensor:
+        """The head's ``[B, C, Hp, Wp]`` logits at the padded batch's size (averaged with
+        the mirror image's with ``tta_hflip`` in evaluation)."""
+        padded = tuple(image_list.tensors.shape[-2:])
+        logits = self.semantic_logits(features, padded)
+        if self.tta_hflip and not self.training:
+            logits = mirror_average(
+                logits,
+                lambda batch: self.semantic_logits(self.backbone(batch), padded),
+                image_list.tensors,
+                image_list.image_sizes,
+            )
+        return logits
