@@ -1068,6 +1068,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help="--export: score the run's test photos")
     parser.add_argument("--threads", type=int, default=1, help="--export: threads per side")
     parser.add_argument("--export-photos", type=int, default=4, help="--export: per round")
+    parser.add_argument("--test-photos", type=int, help="--export --data: the first N (all)")
     args = parser.parse_args(argv)
     if args.export:
         from fashionseg.bench_export import format_export_report, run_export_bench

@@ -96,8 +96,11 @@ def _sides(module: Any, graphs: dict[str, Path], rgb: np.ndarray, count: int) ->
     return {"eager": eager, **{name: graph(path) for name, path in graphs.items()}}
 
 
-def test_scores(module: Any, graphs: dict[str, Path], ckpt: Path, data_root: Path) -> dict:
-    """Test mIoU under each runtime and each graph's per-photo agreement with PyTorch."""
+def test_scores(
+    module: Any, graphs: dict[str, Path], ckpt: Path, data_root: Path, limit: int | None = None
+) -> dict:
+    """Test mIoU under each runtime and each graph's per-photo agreement with PyTorch
+    (the first ``limit`` test photos of the run's split; default all)."""
     import torch
 
     from fashionseg.data.io import list_photos, read_mask
@@ -109,7 +112,7 @@ def test_scores(module: Any, graphs: dict[str, Path], ckpt: Path, data_root: Pat
     run = run_dir_of(ckpt)
     if run is None:
         raise ValueError(f"{ckpt}: not in a run directory (no split.json beside checkpoints/)")
-    stems = json.loads((run / "split.json").read_text())["test"]
+    stems = json.loads((run / "split.json").read_text())["test"][:limit]
     photos = list_photos(data_root / "images")
     task = module.task
     num = task.num_classes
@@ -156,6 +159,7 @@ def export_benchmark(
     threads: int = 1,
     calibration: int = 8,
     data_root: Path | None = None,
+    test_photos: int | None = None,
 ) -> dict[str, Any]:
     """Export ``ckpt`` (fp32 and int8) and time the three runtimes side by side."""
     import onnxruntime
@@ -180,7 +184,7 @@ def export_benchmark(
         rgb = np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
         os.environ["OMP_NUM_THREADS"] = str(threads)  # open_session's thread count
         measured = interleaved(_sides(module, graphs, rgb, photos), rounds, warmup)
-        scores = test_scores(module, graphs, ckpt, data_root) if data_root else None
+        scores = test_scores(module, graphs, ckpt, data_root, test_photos) if data_root else None
     rates = {name: measured.spread(name).inverted(photos) for name in SIDES}
     ratios = {
         f"{name}_vs_eager": measured.ratio("eager", name) for name in ("ort_fp32", "ort_int8")
@@ -237,4 +241,5 @@ def run_export_bench(args: Any) -> dict[str, Any]:
         warmup=args.warmup,
         threads=args.threads,
         data_root=args.data,
+        test_photos=args.test_photos,
     )
