@@ -67,7 +67,7 @@ def scratch_run(root: Path, photos: int, size: tuple[int, int], seed: int = 0) -
     return ckpt
 
 
-def _sides(module: Any, graphs: dict[str, Path], rgb: np.ndarray, count: int) -> dict:
+def _sides(module: Any, graphs: dict[str, Path], rgb: np.ndarray, count: int, threads: int) -> dict:
     """One timed callable per side: ``count`` photos labelled, seconds returned."""
     import torch
 
@@ -83,7 +83,7 @@ def _sides(module: Any, graphs: dict[str, Path], rgb: np.ndarray, count: int) ->
         return time.perf_counter() - start
 
     def graph(path: Path) -> Callable[[], float]:
-        session = open_session(path)
+        session = open_session(path, threads)
 
         def run() -> float:
             start = time.perf_counter()
@@ -182,8 +182,7 @@ def export_benchmark(
         export_s = time.perf_counter() - start
         module = load_module(ckpt).eval()
         rgb = np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-        os.environ["OMP_NUM_THREADS"] = str(threads)  # open_session's thread count
-        measured = interleaved(_sides(module, graphs, rgb, photos), rounds, warmup)
+        measured = interleaved(_sides(module, graphs, rgb, photos, threads), rounds, warmup)
         scores = test_scores(module, graphs, ckpt, data_root, test_photos) if data_root else None
     rates = {name: measured.spread(name).inverted(photos) for name in SIDES}
     ratios = {

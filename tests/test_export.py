@@ -335,3 +335,25 @@ def test_int8_calibrates_on_the_validation_photos_and_runs(
     shutil.copy(ckpt, lone)  # a checkpoint outside its run: no validation photos
     with pytest.raises(ExportError, match="calibrates on the run's validation photos"):
         export_checkpoint(lone, tmp_path / "lone.onnx", quantize="int8")
+
+
+@pytest.mark.slow
+def test_bench_export_times_three_runtimes_and_scores_the_test_photos(tmp_path: Path) -> None:
+    from conftest import write_tiny_dataset
+
+    from fashionseg.bench_export import SIDES, export_benchmark, format_export_report
+
+    data = write_tiny_dataset(tmp_path / "data", num_images=4, width=40, height=30)
+    ckpt = make_run(tmp_path / "scratch", tiny_semantic(tta=False))
+    run = ckpt.parent.parent
+    (run / "split.json").write_text(json.dumps({"val": ["000", "001"], "test": ["002", "003"]}))
+    (run / ".hydra" / "config.yaml").write_text(f"data:\n  root: {data}\n")
+    result = export_benchmark(
+        ckpt, size=(64, 48), photos=1, rounds=2, warmup=0, calibration=2, data_root=data
+    )
+    assert set(result["photos_per_s"]) == set(SIDES)
+    assert all(r["n"] == 2 and r["median"] > 0 for r in result["photos_per_s"].values())
+    scores = result["scores"]
+    assert scores["test_photos"] == 2 and set(scores["miou"]) == set(SIDES)
+    assert scores["agreement"]["ort_fp32"]["min"] >= 0.999
+    assert "ort_int8" in format_export_report(result)
