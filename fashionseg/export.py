@@ -21,7 +21,8 @@ run's validation photos (never test); it needs the run directory (``split.json``
 composed config beside ``checkpoints/``) and the data.
 
 Semantic models (LRASPP, DeepLabV3, FCN) export; a Mask R-CNN checkpoint is refused with
-a one-line error (its fusion is not yet written in exportable form).
+a one-line error: its batched fusion (:func:`fashionseg.postprocess.detections_to_label_maps`)
+exports, but the graph around it (photo size as a tensor, not Python ints) is not written.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def export_graph(module: Any, path: str | Path) -> Path:
     if not isinstance(module, SemanticModule):
         raise ExportError(
             f"{type(module).__name__}: only the semantic models (LRASPP, DeepLabV3, FCN) "
-            "export so far; Mask R-CNN's fusion is not yet written in exportable form"
+            "export so far; Mask R-CNN's export is not written yet"
         )
     wrapper = PhotoToLabels(module.pipeline.eval()).eval()
     sample = torch.randint(0, 256, (96, 64, 3), dtype=torch.uint8)
@@ -243,7 +244,7 @@ def export_checkpoint(
     if not isinstance(module, SemanticModule):
         raise ExportError(
             f"{ckpt}: a Mask R-CNN checkpoint; only the semantic models (LRASPP, DeepLabV3, "
-            "FCN) export so far (Mask R-CNN's fusion is not yet written in exportable form)"
+            "FCN) export so far (Mask R-CNN's export is not written yet)"
         )
     calibration_photos: list[np.ndarray] = []
     if quantize == "int8":
