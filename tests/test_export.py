@@ -357,3 +357,18 @@ def test_bench_export_times_three_runtimes_and_scores_the_test_photos(tmp_path: 
     assert scores["test_photos"] == 2 and set(scores["miou"]) == set(SIDES)
     assert scores["agreement"]["ort_fp32"]["min"] >= 0.999
     assert "ort_int8" in format_export_report(result)
+
+
+def test_an_unreadable_checkpoint_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fashionseg.export import main
+
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main([f"ckpt={tmp_path / 'missing.ckpt'}", f"out={tmp_path / 'a.onnx'}"]) == 2
+    assert main([f"ckpt={bad}", f"out={tmp_path / 'b.onnx'}"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == f"error: {tmp_path / 'missing.ckpt'}: checkpoint not found"
+    assert lines[1].startswith(f"error: {bad}: ")  # read_checkpoint says why
+    assert len(lines) == 2 and not list(tmp_path.glob("*.onnx"))
