@@ -19,7 +19,7 @@ help: ## show this help
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev,sweep,docs,demo]'
+	$(PIP) install --quiet -c $(CONSTRAINTS) -e '.[dev,sweep,docs,demo,runtime,export]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the package with dev tools (idempotent)

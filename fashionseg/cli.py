@@ -38,6 +38,8 @@ USER_ERRORS = (
     ("fashionseg.data.io", "DataError"),
     ("fashionseg.model.checkpoint", "CheckpointError"),
     ("fashionseg.model.base", "NonFiniteLossError"),
+    ("fashionseg.runtime.sidecar", "ModelFileError"),
+    ("fashionseg.export", "ExportError"),
 )
 
 

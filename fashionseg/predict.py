@@ -139,7 +139,7 @@ def photos_to_predict(path: str | Path) -> tuple[list[Path], list[Path]]:
     UsageError when there is nothing to predict: a file that is not a photo, an empty
     folder, a folder without photos.
     """
-    from fashionseg.data.io import IMAGE_SUFFIXES
+    from fashionseg.data.photo import IMAGE_SUFFIXES
 
     files = list_inputs(path)
     photos = [f for f in files if f.suffix.lower() in IMAGE_SUFFIXES]
@@ -156,7 +156,7 @@ def photos_to_predict(path: str | Path) -> tuple[list[Path], list[Path]]:
 
 def _no_photos(folder: Path, other_files: int) -> str:
     """Why a folder without photos has none: empty, other files, subfolders (not searched)."""
-    from fashionseg.data.io import IMAGE_SUFFIXES
+    from fashionseg.data.photo import IMAGE_SUFFIXES
 
     subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name[:1] != ".")
     if not other_files and not subfolders:
@@ -188,6 +188,9 @@ def hydra_main(cfg: DictConfig) -> None:
     check_settings(cfg, "predict")
 
     ckpt, input_path, output, overwrite = read_settings(cfg)
+    if ckpt.endswith(".onnx"):
+        predict_exported(cfg, ckpt, input_path, output, overwrite)
+        return
     batch_size, num_workers = loader_settings(cfg)
     runner = trainer_settings(cfg)
     files, unsupported = check_request(input_path, output)
@@ -220,6 +223,37 @@ def hydra_main(cfg: DictConfig) -> None:
     threshold = module.score_threshold
     shown = "argmax" if threshold is None else f"threshold {threshold:.2f}"
     print(f"{summary}; {shown}; outputs in {output}")
+
+
+def predict_exported(
+    cfg: DictConfig, ckpt: str, input_path: str, output: str, overwrite: bool
+) -> None:
+    """``ckpt=FILE.onnx``: predict with :mod:`fashionseg.runtime` (no torch, the CPU)."""
+    if cfg.get("trainer") is not None or str(cfg.get("device", "cpu")) != "cpu":
+        raise UsageError(
+            f"ckpt={ckpt}: an exported model runs on the CPU with onnxruntime; leave out "
+            "device=... and hardware=..."
+        )
+    if cfg.get("threshold") is not None:
+        raise UsageError(
+            f"threshold={cfg.get('threshold')}: an exported model's threshold is in its "
+            "graph; export the checkpoint again to change it"
+        )
+    files, unsupported = check_request(input_path, output)
+    from fashionseg.runtime import OnnxModel
+    from fashionseg.runtime.predict import predict_onnx
+
+    model = OnnxModel(ckpt)
+    task = (cfg.get("task") or {}).get("name")
+    if task is not None and task != model.labels.name:
+        raise UsageError(f"{ckpt}: the model is for task {model.labels.name!r}, not {task!r}")
+    written, existing, invalid = predict_onnx(model, files, output, overwrite=overwrite)
+    for f in unsupported:
+        log.warning("skipped %s: not an image file (suffix %r)", f, f.suffix)
+    summary = PredictSummary(written, existing, invalid + [str(f) for f in unsupported])
+    threshold = model.threshold
+    shown = "argmax" if threshold is None else f"threshold {threshold:.2f}"
+    print(f"{summary}; {shown}; onnxruntime; outputs in {output}")
 
 
 def loader_settings(cfg: DictConfig) -> tuple[int, int]:

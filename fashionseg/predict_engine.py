@@ -30,18 +30,15 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.utilities import rank_zero_only
-from PIL import Image
 from torch.multiprocessing import ProcessRaisedException
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from fashionseg.cli import UsageError
 from fashionseg.data.io import DataError, read_image
-from fashionseg.files import atomic_write, save_label_png
 from fashionseg.model.base import SegmentationBase
-from fashionseg.model.visualize import overlay
 from fashionseg.predict import PredictSummary
-from fashionseg.predict_output import PhotoOutputs, PredictFolder, outputs_for
+from fashionseg.predict_output import PhotoOutputs, PredictFolder, outputs_for, save_outputs
 from fashionseg.tasks import Task
 
 # predict's warnings (a photo skipped) keep the command line's logger name
@@ -107,22 +104,9 @@ def _save_photo(
     label_map: torch.Tensor,
     task: Task,
 ) -> None:
-    """The label map and the overlay of one photo, each recorded before it is written; a
-    write that fails (a full disk, a folder made read-only meanwhile...) is a one-line
-    UsageError."""
-    try:
-        save_label_png(folder.claim(outputs.label, outputs.photo), label_map.numpy(), task)
-        shown = overlay(image, label_map, task.colors)
-        pil = Image.fromarray(shown.permute(1, 2, 0).numpy())
-        atomic_write(
-            folder.claim(outputs.overlay, outputs.photo),
-            lambda p: pil.save(p, format="JPEG", quality=90),
-        )
-    except OSError as err:
-        raise UsageError(
-            f"{folder.path}: cannot write the outputs of {outputs.photo} "
-            f"({err.strerror or err}); the photos done so far are kept, run again to go on"
-        ) from None
+    """:func:`fashionseg.predict_output.save_outputs` for a uint8 3 x H x W image."""
+    rgb = image.permute(1, 2, 0).numpy()
+    save_outputs(folder, outputs, rgb, label_map.numpy(), task)
 
 
 # --------------------------------------------------------------- the Lightning path

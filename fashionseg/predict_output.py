@@ -50,8 +50,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+import numpy as np
+from PIL import Image
+
 from fashionseg.cli import UsageError
-from fashionseg.files import is_temp_of, write_text
+from fashionseg.files import atomic_write, is_temp_of, save_label_png, write_text
+from fashionseg.overlay import overlay_rgb
 
 MANIFEST = ".fashionseg-predict.jsonl"
 _RANK_LOG = re.compile(r"\.fashionseg-predict\.rank([1-9][0-9]*)\.jsonl")
@@ -329,6 +333,27 @@ class PredictFolder:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def save_outputs(
+    folder: PredictFolder, outputs: PhotoOutputs, rgb: np.ndarray, label_map: np.ndarray, task: Any
+) -> None:
+    """The label map and the overlay of one photo (``rgb``: ``H x W x 3`` uint8), each
+    recorded before it is written; a write that fails (a full disk, a folder made
+    read-only meanwhile...) is a one-line UsageError. ``task`` gives ``colors`` and what
+    :func:`fashionseg.files.save_label_png` needs."""
+    try:
+        save_label_png(folder.claim(outputs.label, outputs.photo), label_map, task)
+        pil = Image.fromarray(overlay_rgb(rgb, label_map, task.colors))
+        atomic_write(
+            folder.claim(outputs.overlay, outputs.photo),
+            lambda p: pil.save(p, format="JPEG", quality=90),
+        )
+    except OSError as err:
+        raise UsageError(
+            f"{folder.path}: cannot write the outputs of {outputs.photo} "
+            f"({err.strerror or err}); the photos done so far are kept, run again to go on"
+        ) from None
 
 
 def _refuse_foreign(path: Path, files: dict[str, str]) -> None:

@@ -126,7 +126,12 @@ class Segmenter:
         """Load a checkpoint safely (:func:`fashionseg.model.checkpoint.load_module`:
         weights only; ``task`` must match it when given; ``threshold`` overrides the
         validated score threshold of a Mask R-CNN model) onto ``device`` ("cpu", "cuda",
-        "cuda:1", "mps", ...)."""
+        "cuda:1", "mps", ...).
+
+        A ``.onnx`` file (from :mod:`fashionseg.export`) runs with onnxruntime on the CPU
+        (:class:`ExportedSegmenter`); its threshold is fixed in its graph."""
+        if str(path).endswith(".onnx"):
+            return ExportedSegmenter(path, device=device, task=task, threshold=threshold)
         from fashionseg.model.checkpoint import load_module
 
         return cls(load_module(path, task=task, threshold=threshold), device, batch_size)
@@ -163,3 +168,53 @@ class Segmenter:
             f"Segmenter(task={self.task.name}, threshold={shown}, device={self.device}, "
             f"batch_size={self.batch_size})"
         )
+
+
+class ExportedSegmenter(Segmenter):
+    """:class:`Segmenter` for an exported model (:class:`fashionseg.runtime.OnnxModel`):
+    the same calls and label maps (``torch.uint8``, H x W); onnxruntime on the CPU.
+
+    ``threshold`` cannot be changed (it is in the graph); ``task`` must match.
+    For a process without torch, use :class:`fashionseg.runtime.OnnxModel` itself.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        task: str | None = None,
+        threshold: float | None = None,
+    ) -> None:
+        from fashionseg.runtime import OnnxModel
+
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"device={device}: an exported model runs on the CPU")
+        self.model = OnnxModel(path)
+        if task is not None and task != self.model.labels.name:
+            raise ValueError(
+                f"{path}: the model is for task {self.model.labels.name!r}, not {task!r}"
+            )
+        if threshold is not None:
+            raise ValueError(f"{path}: an exported model's threshold is fixed in its graph")
+        self.device = torch.device("cpu")
+        self.batch_size = 1
+
+    @property
+    def task(self) -> Any:
+        """The label set: ``task.class_names[i]`` is class id ``i``; ``task.colors`` its colour."""
+        return self.model.labels
+
+    @property
+    def threshold(self) -> float | None:
+        return self.model.threshold
+
+    def segment(self, photos: Sequence[Photo]) -> list[Tensor]:
+        """Label maps (``torch.uint8``, H x W) for a sequence of photos, in order."""
+        maps = []
+        for photo in photos:
+            image = as_image_tensor(photo)
+            if image.dtype != torch.uint8:
+                image = (image * 255).round().to(torch.uint8)
+            rgb = image.permute(1, 2, 0).contiguous().numpy()
+            maps.append(torch.from_numpy(self.model.label_map(rgb)))
+        return maps

@@ -143,25 +143,25 @@ def test_a_full_disk_stops_with_the_one_line_error(
 ) -> None:
     import errno
 
-    import fashionseg.predict_engine
+    import fashionseg.predict_output
 
     photos = random_photos(tmp_path / "photos", 3, [(32, 24)])
     out = tmp_path / "out"
-    real = fashionseg.predict_engine.save_label_png
+    real = fashionseg.predict_output.save_label_png
 
     def full_at_01(path: Path, *args: Any) -> Path:
         if path.name == "01.png":
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, *args)
 
-    monkeypatch.setattr(fashionseg.predict_engine, "save_label_png", full_at_01)
+    monkeypatch.setattr(fashionseg.predict_output, "save_label_png", full_at_01)
     with pytest.raises(UsageError) as err:
         predict_lightning(module, photos, out, batch_size=1, num_workers=0, progress=False)
     assert str(err.value) == (
         f"{out}: cannot write the outputs of {photos[1]} (No space left on device); "
         "the photos done so far are kept, run again to go on"
     )
-    monkeypatch.setattr(fashionseg.predict_engine, "save_label_png", real)
+    monkeypatch.setattr(fashionseg.predict_output, "save_label_png", real)
     rerun = predict_lightning(module, photos, out, batch_size=1, num_workers=0, progress=False)
     assert rerun.skipped_existing == [str(photos[0])]
     assert rerun.written == [str(p) for p in photos[1:]]

@@ -331,25 +331,25 @@ def test_a_file_name_that_is_not_utf8_is_recorded_and_resumed(
 def test_a_full_disk_is_a_one_line_error_and_the_rerun_goes_on(
     module: SegmentationModule, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import fashionseg.predict_engine
+    import fashionseg.predict_output
 
     folder = photos(tmp_path / "photos", "a.jpg", "b.jpg")
     out = tmp_path / "out"
-    real = fashionseg.predict_engine.save_label_png
+    real = fashionseg.predict_output.save_label_png
 
     def full_at_b(path: Path, *args: Any) -> Path:
         if path.name == "b.png":
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, *args)
 
-    monkeypatch.setattr(fashionseg.predict_engine, "save_label_png", full_at_b)
+    monkeypatch.setattr(fashionseg.predict_output, "save_label_png", full_at_b)
     with pytest.raises(UsageError) as err:
         predict(module, folder.iterdir(), out)
     assert str(err.value) == (
         f"{out}: cannot write the outputs of {folder / 'b.jpg'} (No space left on device); "
         "the photos done so far are kept, run again to go on"
     )
-    monkeypatch.setattr(fashionseg.predict_engine, "save_label_png", real)
+    monkeypatch.setattr(fashionseg.predict_output, "save_label_png", real)
     summary = predict(module, folder.iterdir(), out)
     assert (summary.written, summary.skipped_existing) == (
         [str(folder / "b.jpg")],

@@ -106,7 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predict-workers", type=int, default=None)
     parser.add_argument("--gpu-batches", type=_int_list, default=[2, 4, 8])
     parser.add_argument("--precisions", type=_precision_list, default=["fp32", "fp16", "bf16"])
+    parser.add_argument("--export", action="store_true", help="eager vs ONNX fp32 vs int8")
+    parser.add_argument("--ckpt", type=Path, help="--export: a semantic checkpoint")
+    parser.add_argument("--data", type=Path, help="--export: score the run's test photos")
+    parser.add_argument("--threads", type=int, default=1, help="--export: threads per side")
+    parser.add_argument("--export-photos", type=int, default=4, help="--export: per round")
+    parser.add_argument("--test-photos", type=int, help="--export --data: the first N (all)")
     args = parser.parse_args(argv)
+    if args.export:
+        from fashionseg.bench.export import format_export_report, run_export_bench
+
+        result = run_export_bench(args)
+        _emit(format_export_report(result), result, args.json)
+        return 0
 
     if args.device == "cuda":
         from fashionseg.bench.gpu import cuda_unavailable, format_gpu_report, gpu_benchmark

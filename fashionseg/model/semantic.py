@@ -7,12 +7,13 @@ threshold: each pixel takes the class of highest probability.
 Photos are resized like Mask R-CNN does (scale ``min(min_size / short side, max_size /
 long side)``), normalised with ImageNet statistics, padded to a batch whose sides are
 multiples of 32 (padding is ignored by the loss), and the logits are cropped and
-upsampled back to each photo's own size before the argmax.
+upsampled back to each photo's own size before the argmax: all of it in
+:class:`fashionseg.model.semantic_pipeline.SemanticPipeline`, the module the export
+turns into an ONNX graph.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +26,7 @@ from fashionseg.data.targets import IGNORE_INDEX
 from fashionseg.model.base import SegmentationBase
 from fashionseg.model.builder import resolve_auto
 from fashionseg.model.module import THRESHOLD_BUFFERS
-from fashionseg.model.tta import mirror_average
+from fashionseg.model.semantic_pipeline import MEAN, STD, SemanticPipeline, resized_size
 
 SEMANTIC_ARCHS = (
     "lraspp_mobilenet_v3_large",
@@ -36,8 +37,6 @@ SEMANTIC_ARCHS = (
 SEMANTIC_WEIGHTS = ("auto", "coco", "imagenet", "none")
 IGNORE = IGNORE_INDEX  # data.ignore_index pixels and the batch padding: no loss
 BN_MOMENTUM = 0.1  # PyTorch's default
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 
 
 def _replace_classifier(model: nn.Module, num_classes: int) -> nn.Module:
@@ -119,39 +118,29 @@ class SemanticModule(SegmentationBase):
         for key in THRESHOLD_BUFFERS:
             checkpoint["state_dict"].pop(key, None)
 
+    @property
+    def pipeline(self) -> SemanticPipeline:
+        """The network with its pre- and post-processing (resize, normalise, pad, flip
+        TTA, crop and upsample back) at this module's settings; what :mod:`fashionseg.export`
+        exports. Made on each use from the module's network and buffers (shared, not
+        copied), so that the checkpoint's keys stay those of the network."""
+        pipeline = SemanticPipeline(
+            self.net, self.min_size, self.max_size, self.tta_hflip, self.mean, self.std
+        )
+        return pipeline.train(self.training)
+
     # ---------------------------------------------------------------- batching
     def _size(self, height: int, width: int) -> tuple[int, int]:
-        scale = min(self.min_size / min(height, width), self.max_size / max(height, width))
-        return max(1, round(height * scale)), max(1, round(width * scale))
+        return resized_size(height, width, self.min_size, self.max_size)
 
     def _batch(self, images: list[Tensor], labels: list[Tensor] | None = None) -> tuple:
         """Resized, normalised, padded images [B,3,H,W] (+ labels [B,H,W], padding ignored)."""
-        sizes = [self._size(*img.shape[-2:]) for img in images]
-        height = 32 * math.ceil(max(h for h, _ in sizes) / 32)
-        width = 32 * math.ceil(max(w for _, w in sizes) / 32)
-        x = images[0].new_zeros(len(images), 3, height, width)
-        y = None if labels is None else torch.full_like(x[:, 0], IGNORE, dtype=torch.long)
-        for i, (img, (h, w)) in enumerate(zip(images, sizes, strict=True)):
-            resized = F.interpolate(img[None], (h, w), mode="bilinear", align_corners=False)
-            x[i, :, :h, :w] = (resized[0] - self.mean) / self.std
-            if labels is not None:
-                label = labels[i][None, None].float()
-                y[i, :h, :w] = F.interpolate(label, (h, w), mode="nearest")[0, 0].long()
-        return x, y, sizes
+        return self.pipeline.batch(images, labels)
 
     # ------------------------------------------------------------------ steps
     def forward(self, images: list[Tensor]) -> list[Tensor]:
         """Class probabilities [C, H, W] at each photo's own size."""
-        x, _, sizes = self._batch(images)
-        logits = self.net(x)["out"]
-        if self.tta_hflip and not self.training:
-            logits = mirror_average(logits, lambda batch: self.net(batch)["out"], x, sizes)
-        out = []
-        for i, (img, (h, w)) in enumerate(zip(images, sizes, strict=True)):
-            crop = logits[i : i + 1, :, :h, :w]
-            full = F.interpolate(crop, img.shape[-2:], mode="bilinear", align_corners=False)
-            out.append(full[0].softmax(0))
-        return out
+        return self.pipeline(images)
 
     @torch.no_grad()
     def predict_maps(self, images: list[Tensor]) -> list[Tensor]:

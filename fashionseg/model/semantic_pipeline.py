@@ -1,0 +1,129 @@
+"""The semantic models' pre- and post-processing around their network, as one module.
+
+:class:`SemanticPipeline` goes from photos to per-pixel class probabilities: resize (scale
+``min(min_size / short side, max_size / long side)``, as Mask R-CNN does), normalise with
+ImageNet statistics, pad to a batch whose sides are multiples of 32, run the network
+(averaged with the mirror image's output with flip TTA), crop each photo's logits and
+upsample them back to its own size. :class:`fashionseg.model.semantic.SemanticModule`
+trains and evaluates through it, and :mod:`fashionseg.export` exports it (with
+:class:`PhotoToLabels` turning a uint8 photo into a uint8 label map around it): the
+exported graph is this code, not a second copy.
+
+The arithmetic is written so that it also traces with symbolic sizes (``torch.export``):
+the padded size is integer arithmetic, the resized size ``round(side * scale)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fashionseg.data.targets import IGNORE_INDEX
+from fashionseg.model.tta import mirror_average
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+STRIDE = 32  # the padded batch's sides are multiples of this
+
+
+def resized_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """The size a ``height`` x ``width`` photo is resized to before the network."""
+    scale = min(min_size / min(height, width), max_size / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def padded(side: int) -> int:
+    """``side`` rounded up to a multiple of :data:`STRIDE` (integer arithmetic)."""
+    return (side + STRIDE - 1) // STRIDE * STRIDE
+
+
+class SemanticPipeline(nn.Module):
+    """Photos (float in [0, 1], 3 x H x W each) -> class probabilities at each photo's size.
+
+    ``net`` is a torchvision segmentation model (its output's ``"out"`` are the logits);
+    ``mean`` and ``std`` are ``[3, 1, 1]`` tensors (the owning module's buffers, so that
+    they follow its device). ``tta_hflip`` averages the logits of each photo and its
+    mirror image, outside training.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        min_size: int,
+        max_size: int,
+        tta_hflip: bool = False,
+        mean: Tensor | None = None,
+        std: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.min_size = int(min_size)
+        self.max_size = int(max_size)
+        self.tta_hflip = bool(tta_hflip)
+        self.register_buffer(
+            "mean", torch.tensor(MEAN).view(3, 1, 1) if mean is None else mean, persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(STD).view(3, 1, 1) if std is None else std, persistent=False
+        )
+
+    def size_of(self, height: int, width: int) -> tuple[int, int]:
+        """The resized size of one photo (:func:`resized_size` with this model's sides)."""
+        return resized_size(height, width, self.min_size, self.max_size)
+
+    def batch(
+        self, images: Sequence[Tensor], labels: Sequence[Tensor] | None = None
+    ) -> tuple[Tensor, Tensor | None, list[tuple[int, int]]]:
+        """Resized, normalised, padded images [B,3,H,W] (+ labels [B,H,W], padding ignored)
+        and each photo's resized size."""
+        sizes = [self.size_of(*img.shape[-2:]) for img in images]
+        height = padded(max(h for h, _ in sizes))
+        width = padded(max(w for _, w in sizes))
+        x = images[0].new_zeros(len(images), 3, height, width)
+        y = None if labels is None else torch.full_like(x[:, 0], IGNORE_INDEX, dtype=torch.long)
+        for i, (img, (h, w)) in enumerate(zip(images, sizes, strict=True)):
+            resized = F.interpolate(img[None], (h, w), mode="bilinear", align_corners=False)
+            x[i, :, :h, :w] = (resized[0] - self.mean) / self.std
+            if labels is not None and y is not None:
+                label = labels[i][None, None].float()
+                y[i, :h, :w] = F.interpolate(label, (h, w), mode="nearest")[0, 0].long()
+        return x, y, sizes
+
+    def logits(self, x: Tensor, sizes: Sequence[tuple[int, int]]) -> Tensor:
+        """The network's logits for a padded batch (with the mirror image's, averaged,
+        when flip TTA is on outside training)."""
+        out = self.net(x)["out"]
+        if self.tta_hflip and not self.training:
+            out = mirror_average(out, lambda batch: self.net(batch)["out"], x, sizes)
+        return out
+
+    def forward(self, images: Sequence[Tensor]) -> list[Tensor]:
+        """Class probabilities [C, H, W] at each photo's own size."""
+        x, _, sizes = self.batch(images)
+        logits = self.logits(x, sizes)
+        out = []
+        for i, (img, (h, w)) in enumerate(zip(images, sizes, strict=True)):
+            crop = logits[i : i + 1, :, :h, :w]
+            full = F.interpolate(crop, img.shape[-2:], mode="bilinear", align_corners=False)
+            out.append(full[0].softmax(0))
+        return out
+
+
+class PhotoToLabels(nn.Module):
+    """A uint8 RGB photo ``H x W x 3`` -> its uint8 label map ``H x W`` (the exported graph).
+
+    The photo becomes a float image in [0, 1] as predict makes it (``/ 255``), goes through
+    ``pipeline`` (:class:`SemanticPipeline`) and each pixel takes the class of highest
+    probability, as :meth:`SemanticModule.predict_maps` does.
+    """
+
+    def __init__(self, pipeline: SemanticPipeline) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+
+    def forward(self, photo: Tensor) -> Tensor:
+        image = photo.permute(2, 0, 1).to(torch.float32) / 255
+        return self.pipeline([image])[0].argmax(0).to(torch.uint8)
