@@ -20,9 +20,13 @@ does not match its graph).
 run's validation photos (never test); it needs the run directory (``split.json`` and the
 composed config beside ``checkpoints/``) and the data.
 
-Semantic models (LRASPP, DeepLabV3, FCN) export; a Mask R-CNN checkpoint is refused with
-a one-line error: its batched fusion (:func:`fashionseg.postprocess.detections_to_label_maps`)
-exports, but the graph around it (photo size as a tensor, not Python ints) is not written.
+Semantic models (LRASPP, DeepLabV3, FCN) and Mask R-CNN (every backbone, with or without
+Panoptic FPN's semantic head) export. A Mask R-CNN graph is
+:class:`fashionseg.model.detection_pipeline.DetectionPhotoToLabels` (the detector, the
+batched paste and the fusion at the checkpoint's threshold(s): ``predict_maps``' code),
+exported by torch.onnx's TorchScript exporter (``dynamo=False``, as torchvision exports
+its detectors) with a dynamic photo size and number of detections (at most the
+checkpoint's ``box_detections_per_img``).
 """
 
 from __future__ import annotations
@@ -64,20 +68,50 @@ def _round_half_even(x: Any, ndigits: Any = None) -> Any:
     return op.Cast(op.Round(x), to=INT64.dtype)
 
 
-def export_graph(module: Any, path: str | Path) -> Path:
-    """Export ``module`` (a :class:`~fashionseg.model.semantic.SemanticModule` in eval
-    mode) as ``PhotoToLabels`` with dynamic height and width; ``onnx.checker`` checks it."""
+def export_detection_graph(module: Any, path: Path) -> Any:
+    """A :class:`~fashionseg.model.module.MaskRCNNModule` (eval mode) as
+    ``DetectionPhotoToLabels``, traced (``dynamo=False``) with dynamic height and width;
+    the ONNX model (not yet checked)."""
     import onnx
     import torch
 
+    from fashionseg.model.detection_pipeline import DetectionPhotoToLabels
+
+    wrapper = DetectionPhotoToLabels(module.net.eval(), module.fusion_settings()).eval()
+    sample = torch.randint(0, 256, (96, 64, 3), dtype=torch.uint8)
+    sides = {0: "height", 1: "width"}
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper,
+            (sample,),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: sides, OUTPUT_NAME: sides},
+        )
+    return onnx.load(str(path))
+
+
+def export_graph(module: Any, path: str | Path) -> Path:
+    """Export ``module`` (a :class:`~fashionseg.model.semantic.SemanticModule` or
+    :class:`~fashionseg.model.module.MaskRCNNModule` in eval mode) as a photo -> label
+    map graph with dynamic height and width; ``onnx.checker`` checks it."""
+    import onnx
+    import torch
+
+    from fashionseg.model.module import MaskRCNNModule
     from fashionseg.model.semantic import SemanticModule
     from fashionseg.model.semantic_pipeline import PhotoToLabels
 
+    path = Path(path)
+    if isinstance(module, MaskRCNNModule):
+        model = export_detection_graph(module, path)
+        onnx.checker.check_model(model, full_check=True)
+        return path
     if not isinstance(module, SemanticModule):
-        raise ExportError(
-            f"{type(module).__name__}: only the semantic models (LRASPP, DeepLabV3, FCN) "
-            "export so far; Mask R-CNN's export is not written yet"
-        )
+        raise ExportError(f"{type(module).__name__}: not a model fashionseg can export")
     wrapper = PhotoToLabels(module.pipeline.eval()).eval()
     sample = torch.randint(0, 256, (96, 64, 3), dtype=torch.uint8)
     height = torch.export.Dim("height", min=2, max=16384)
@@ -98,7 +132,6 @@ def export_graph(module: Any, path: str | Path) -> Path:
     assert onnx_program is not None
     model = onnx_program.model_proto
     onnx.checker.check_model(model, full_check=True)
-    path = Path(path)
     onnx.save(model, path)
     return path
 
@@ -239,13 +272,6 @@ def export_checkpoint(
         if path.exists() and not overwrite:
             raise UsageError(f"{path}: exists; pass overwrite=true to replace it")
     module = module_from_checkpoint(read_checkpoint(ckpt), ckpt).eval()
-    from fashionseg.model.semantic import SemanticModule
-
-    if not isinstance(module, SemanticModule):
-        raise ExportError(
-            f"{ckpt}: a Mask R-CNN checkpoint; only the semantic models (LRASPP, DeepLabV3, "
-            "FCN) export so far (Mask R-CNN's export is not written yet)"
-        )
     calibration_photos: list[np.ndarray] = []
     if quantize == "int8":
         from fashionseg.data.photo import read_photo
@@ -295,12 +321,7 @@ def export_checkpoint(
             "task": task.name,
             "class_names": list(task.class_names),
             "colors": [list(c) for c in task.colors],
-            "family": "semantic",
-            "arch": module.hparams.net.get("arch"),
-            "threshold": module.score_threshold,
-            "class_thresholds": None,
-            "tta_hflip": bool(module.tta_hflip),
-            "resize": {"min_size": module.min_size, "max_size": module.max_size},
+            **model_facts(module),
             "input": {
                 "name": INPUT_NAME,
                 "dtype": "uint8",
@@ -318,6 +339,36 @@ def export_checkpoint(
         }
     write_json(sidecar_path(out), sidecar)
     return sidecar
+
+
+def model_facts(module: Any) -> dict[str, Any]:
+    """The sidecar's description of the model: family, arch, threshold(s), TTA, resize."""
+    from fashionseg.model.semantic import SemanticModule
+
+    arch = module.hparams.net.get("arch")
+    if isinstance(module, SemanticModule):
+        return {
+            "family": "semantic",
+            "arch": arch,
+            "threshold": module.score_threshold,
+            "class_thresholds": None,
+            "tta_hflip": bool(module.tta_hflip),
+            "resize": {"min_size": module.min_size, "max_size": module.max_size},
+        }
+    transform = module.net.transform
+    class_thresholds = module.active_class_thresholds
+    return {
+        "family": "panoptic" if module.has_semantic_head else "maskrcnn",
+        "arch": arch,
+        "fusion": module.hparams.fusion["method"],
+        "threshold": module.score_threshold,
+        "class_thresholds": None
+        if class_thresholds is None
+        else [round(v, 6) for v in class_thresholds.tolist()],
+        "tta_hflip": bool(module.tta_hflip) if module.has_semantic_head else False,
+        "resize": {"min_size": int(transform.min_size[-1]), "max_size": int(transform.max_size)},
+        "max_detections": int(module.net.roi_heads.detections_per_img),
+    }
 
 
 def parse_args(argv: Sequence[str]) -> dict[str, Any]:

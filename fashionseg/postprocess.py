@@ -165,7 +165,8 @@ class RawOutputs:
 def raw_outputs(net: nn.Module, images: list[Tensor]) -> RawOutputs:
     """Run a torchvision Mask R-CNN (eval mode) up to its raw detections; a network with
     a ``semantic_outputs(features, image_list)`` method (Panoptic FPN) adds its logits."""
-    original_sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
+    # the sizes as the shapes give them: ints eagerly, traced values in an ONNX export
+    original_sizes = [(image.shape[-2], image.shape[-1]) for image in images]
     image_list, _ = net.transform(images)
     features = net.backbone(image_list.tensors)
     if isinstance(features, Tensor):
@@ -178,9 +179,18 @@ def raw_outputs(net: nn.Module, images: list[Tensor]) -> RawOutputs:
     return RawOutputs(detections, list(image_list.image_sizes), original_sizes, logits)
 
 
+def size_tensor(size: tuple[Any, Any], device: torch.device) -> Tensor:
+    """A ``(H, W)`` size as an int64 ``[2]`` tensor; sizes read off shapes stay traced in
+    an ONNX export (``torch.tensor`` of them would freeze the traced photo's size)."""
+    return torch.stack([torch.as_tensor(side, dtype=torch.int64, device=device) for side in size])
+
+
 def pad_detections(detections: list[dict[str, Tensor]]) -> dict[str, Tensor]:
     """Per-photo detections -> ``[B, N, ...]`` tensors, N the most any photo has (one
-    ``pad_sequence`` per field; the padding's zero masks cover nothing)."""
+    ``pad_sequence`` per field; the padding's zero masks cover nothing). One photo's
+    need no padding (and ONNX has no ``pad_sequence``: the exported graph takes one)."""
+    if len(detections) == 1:
+        return {key: detections[0][key][None] for key in DETECTION_KEYS}
     return {
         key: pad_sequence([d[key] for d in detections], batch_first=True) for key in DETECTION_KEYS
     }
@@ -200,7 +210,8 @@ def label_maps(raw: RawOutputs, fusion: Mapping[str, Any]) -> list[Tensor]:
         if raw.semantic_logits is not None and fusion.get("method") in ("panoptic", "semantic"):
             logits = raw.semantic_logits[members] if len(groups) > 1 else raw.semantic_logits
             semantic = semantic_probs(logits, image_size, original_size)
-        sizes = torch.tensor([image_size], device=padded["boxes"].device).expand(len(members), 2)
+        device = padded["boxes"].device
+        sizes = size_tensor(image_size, device)[None].expand(len(members), 2)
         out = detections_to_label_maps(
             padded["boxes"],
             padded["labels"],
@@ -209,6 +220,7 @@ def label_maps(raw: RawOutputs, fusion: Mapping[str, Any]) -> list[Tensor]:
             sizes,
             original_size,
             semantic=semantic,
+            original_sizes=size_tensor(original_size, device),
             **fusion,
         )
         for i, label_map in zip(members, out.unbind(0), strict=True):

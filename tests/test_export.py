@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT
-from helpers import one_line_error, save_untrained_checkpoint
+from helpers import one_line_error
 from PIL import Image
 
 from fashionseg.export import ExportError, export_checkpoint, parse_args
@@ -117,15 +117,6 @@ def test_settings_are_checked_before_anything_is_loaded(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="exists; pass overwrite=true"):
         export_checkpoint(tmp_path / "a.ckpt", mine)
     assert mine.read_bytes() == b"a user's file"
-
-
-def test_a_mask_rcnn_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
-    ckpt = save_untrained_checkpoint(tmp_path / "mrcnn.ckpt")
-    line = one_line_error(
-        "fashionseg.export", f"ckpt={ckpt}", f"out={tmp_path / 'm.onnx'}", cwd=REPO_ROOT
-    )
-    assert line.startswith(f"error: {ckpt}: a Mask R-CNN checkpoint")
-    assert not (tmp_path / "m.onnx").exists()
 
 
 def _foreign_graph(path: Path, metadata: dict[str, str] | None = None) -> Path:
