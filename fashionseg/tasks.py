@@ -224,3 +224,15 @@ def get_task(task: str | Mapping[str, Any] | Task) -> Task:
             "write conf/task/<name>.yaml (or pass its folder with --config-dir)"
         )
     return load_task_file(path)
+
+
+def resolve_task(spec: str, config_dir: str | Path | None = None) -> Task:
+    """The task a command-line tool names: a task YAML file's path, ``NAME`` in
+    ``config_dir/task/NAME.yaml`` (Hydra's ``--config-dir`` layout), or a built-in name."""
+    if spec.endswith((".yaml", ".yml")):
+        return load_task_file(spec)
+    if config_dir is not None:
+        path = Path(config_dir) / "task" / f"{spec}.yaml"
+        if path.is_file():
+            return load_task_file(path)
+    return get_task(spec)
