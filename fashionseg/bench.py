@@ -64,6 +64,7 @@ from fashionseg.data.dataset import FashionDataset
 from fashionseg.data.synthetic import generate
 from fashionseg.data.transforms import build_train_transforms
 from fashionseg.model.module import TARGET_KEYS, SegmentationModule
+from fashionseg.tasks import builtin_task_names
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 SIZES = {"tiny": (64, 48), "small": (240, 160), "full": (600, 400)}
@@ -1052,7 +1053,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="timed steps per round")
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--task", choices=("person", "clothing"), default="clothing")
+    parser.add_argument("--task", choices=builtin_task_names(), default="clothing")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--predict", action="store_true", help="the predict benchmark")
