@@ -9,9 +9,9 @@ Segmentations are decoded with pycocotools (polygons, compressed and uncompresse
 photo without annotations becomes all background, or is skipped (``skip_empty``). Every
 problem (missing photo, size disagreeing with the JSON, polygon out of bounds, unknown
 category, broken JSON) is a one-line :class:`ConversionError` naming the file. The
-file's structure, categories, photos and sizes are checked before anything is written;
-a segmentation that cannot be decoded stops the run at its photo (the files written so
-far are new ones: nothing that was under ``--out`` is overwritten).
+file's structure, categories, photos, sizes and polygons are checked before anything is
+written; an RLE string that pycocotools cannot decode stops the run at its photo (the
+files written so far are new ones: nothing that was under ``--out`` is overwritten).
 """
 
 from __future__ import annotations
@@ -64,26 +64,32 @@ def _field(item: Any, key: str, kind: type | tuple[type, ...], where: str) -> An
     return item[key]
 
 
+def check_polygons(segmentation: list, height: int, width: int, where: str) -> list[list[float]]:
+    """COCO polygons, checked: x,y pairs, 3 points or more, inside the image."""
+    polygons = [p for p in segmentation if isinstance(p, list)]
+    if len(polygons) != len(segmentation) or not polygons:
+        raise ConversionError(f"{where}: segmentation is not a list of polygons")
+    for polygon in polygons:
+        if (
+            len(polygon) < 6
+            or len(polygon) % 2
+            or not all(isinstance(v, int | float) for v in polygon)
+        ):
+            raise ConversionError(f"{where}: a polygon needs x,y pairs (3 points or more)")
+        xs, ys = np.array(polygon[0::2]), np.array(polygon[1::2])
+        if xs.min() < 0 or ys.min() < 0 or xs.max() > width or ys.max() > height:
+            raise ConversionError(
+                f"{where}: polygon out of bounds (x {xs.min():g}..{xs.max():g}, "
+                f"y {ys.min():g}..{ys.max():g}; image {width}x{height})"
+            )
+    return polygons
+
+
 def decode(segmentation: Any, height: int, width: int, where: str) -> np.ndarray:
     """A boolean H x W mask from a COCO segmentation (polygons or RLE), checked."""
     mask = mask_api()
     if isinstance(segmentation, list):
-        polygons = [p for p in segmentation if isinstance(p, list)]
-        if len(polygons) != len(segmentation) or not polygons:
-            raise ConversionError(f"{where}: segmentation is not a list of polygons")
-        for polygon in polygons:
-            if (
-                len(polygon) < 6
-                or len(polygon) % 2
-                or not all(isinstance(v, int | float) for v in polygon)
-            ):
-                raise ConversionError(f"{where}: a polygon needs x,y pairs (3 points or more)")
-            xs, ys = np.array(polygon[0::2]), np.array(polygon[1::2])
-            if xs.min() < 0 or ys.min() < 0 or xs.max() > width or ys.max() > height:
-                raise ConversionError(
-                    f"{where}: polygon out of bounds (x {xs.min():g}..{xs.max():g}, "
-                    f"y {ys.min():g}..{ys.max():g}; image {width}x{height})"
-                )
+        polygons = check_polygons(segmentation, height, width, where)
         rle = mask.merge(mask.frPyObjects(polygons, height, width))
     elif isinstance(segmentation, Mapping) and "counts" in segmentation:
         size = segmentation.get("size")
@@ -152,6 +158,13 @@ def plan(
             raise ConversionError(f"{label}: category_id {cid} is not among the categories")
         _field(ann, "segmentation", (list, dict), label)
         per_image[iid].append(ann)
+    sizes = {image["id"]: (image["height"], image["width"]) for image in data["images"]}
+    for iid, anns in per_image.items():
+        for ann in anns:
+            if isinstance(ann["segmentation"], list):
+                check_polygons(
+                    ann["segmentation"], *sizes[iid], f"{where}: annotation {ann.get('id', '?')}"
+                )
     for image in data["images"]:
         photo = images / image["file_name"]
         if not photo.is_file():

@@ -28,7 +28,7 @@ from fashionseg.data.annotations import (
     class_lookup,
     paint,
 )
-from fashionseg.data.coco import decode, read_json
+from fashionseg.data.coco import check_polygons, decode, read_json
 from fashionseg.data.io import DataError
 from fashionseg.data.photo import image_size
 from fashionseg.tasks import Task
@@ -47,31 +47,39 @@ def _points(shape: Mapping[str, Any], where: str) -> np.ndarray:
     return array
 
 
-def shape_mask(shape: Mapping[str, Any], height: int, width: int, where: str) -> np.ndarray:
-    """The boolean H x W mask of one LabelMe shape with an area."""
+def check_shape(shape: Mapping[str, Any], height: int, width: int, where: str) -> np.ndarray:
+    """A shape's points, checked (a kind with an area, enough points, inside the image);
+    a rectangle's as its four corners."""
     kind = shape.get("shape_type") or "polygon"
-    points = _points(shape, where)
     if kind not in AREA_SHAPES:
         raise ConversionError(
-            f"{where}: shape_type {kind!r} has no area to paint (supported: "
-            f"{', '.join(AREA_SHAPES)})"
+            f"{where} ({shape.get('label')!r}): shape_type {kind!r} has no area to paint "
+            f"(supported: {', '.join(AREA_SHAPES)})"
         )
+    points = _points(shape, where)
+    if kind in ("circle", "rectangle") and len(points) != 2:
+        raise ConversionError(f"{where}: a {kind} has two points")
     if kind == "circle":
-        if len(points) != 2:
-            raise ConversionError(f"{where}: a circle has two points (centre, rim)")
         (cx, cy), rim = points
         radius = float(np.hypot(*(rim - points[0])))
         if cx - radius < 0 or cy - radius < 0 or cx + radius > width or cy + radius > height:
             raise ConversionError(f"{where}: circle out of bounds (image {width}x{height})")
-        ys, xs = np.mgrid[:height, :width]
-        return (xs + 0.5 - cx) ** 2 + (ys + 0.5 - cy) ** 2 <= radius**2
+        return points
     if kind == "rectangle":
-        if len(points) != 2:
-            raise ConversionError(f"{where}: a rectangle has two points (corners)")
         (x0, y0), (x1, y1) = points
         points = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
-    if len(points) < 3:
-        raise ConversionError(f"{where}: a polygon needs 3 points or more")
+    check_polygons([points.ravel().tolist()], height, width, where)
+    return points
+
+
+def shape_mask(shape: Mapping[str, Any], height: int, width: int, where: str) -> np.ndarray:
+    """The boolean H x W mask of one LabelMe shape with an area."""
+    points = check_shape(shape, height, width, where)
+    if (shape.get("shape_type") or "polygon") == "circle":
+        (cx, cy), rim = points
+        radius = float(np.hypot(*(rim - points[0])))
+        ys, xs = np.mgrid[:height, :width]
+        return (xs + 0.5 - cx) ** 2 + (ys + 0.5 - cy) ** 2 <= radius**2
     return decode([points.ravel().tolist()], height, width, where)
 
 
@@ -124,12 +132,7 @@ def convert_labelme(
         if not all(isinstance(label, str) for label in labels):
             raise ConversionError(f"{path}: every shape needs a 'label'")
         for i, shape in enumerate(shapes):
-            kind = shape.get("shape_type") or "polygon"
-            if kind not in AREA_SHAPES:
-                raise ConversionError(
-                    f"{path}: shape {i} ({shape['label']!r}): shape_type {kind!r} has no area "
-                    f"to paint (supported: {', '.join(AREA_SHAPES)})"
-                )
+            check_shape(shape, height, width, f"{path}: shape {i}")
         samples.append((path, photo, height, width, shapes))
     all_labels = [s["label"] for sample in samples for s in sample[4]]
     lookup = class_lookup(all_labels, task, mapping, unmapped, str(src))
