@@ -99,10 +99,16 @@ def check_command_line(args: Sequence[str], config_name: str, cli: str) -> None:
 
     from fashionseg.settings import check_settings
 
+    args, config_dir = split_config_dir(args)
     if any(a.split("=")[0] in HYDRA_FLAGS or a.startswith(("-c", "--config")) for a in args):
         return
     multirun = any(a in ("-m", "--multirun") for a in args)
     overrides = [a for a in args if not a.startswith("-")]
+    if config_dir is not None:
+        if not Path(config_dir).is_dir():
+            raise UsageError(f"--config-dir {config_dir}: folder not found")
+        # what Hydra's --config-dir does: the folder searched before the project's conf/
+        overrides.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
     parser = OverridesParser.create()
     for override in overrides:
         try:
@@ -115,6 +121,22 @@ def check_command_line(args: Sequence[str], config_name: str, cli: str) -> None:
         return
     cfg = _compose(config_name, overrides)
     check_settings(cfg, cli)
+
+
+def split_config_dir(args: Sequence[str]) -> tuple[list[str], str | None]:
+    """``args`` without Hydra's ``--config-dir DIR`` (``-cd DIR``, ``--config-dir=DIR``),
+    and that DIR (None when not given): a user's own config folder, e.g. with task/*.yaml."""
+    rest: list[str] = []
+    config_dir = None
+    items = iter(args)
+    for arg in items:
+        if arg in ("--config-dir", "-cd"):
+            config_dir = next(items, None)
+        elif arg.startswith("--config-dir="):
+            config_dir = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return rest, config_dir
 
 
 def _compose(config_name: str, overrides: list[str]) -> Any:

@@ -62,7 +62,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = module_from_checkpoint(
         ckpt,
         cfg.ckpt,
-        task=(cfg.get("task") or {}).get("name"),
+        task=cfg.get("task") or None,
         threshold=cfg.get("threshold"),
         thresholds=thresholds,
         fusion=_fusion_override(cfg, ckpt),
@@ -84,7 +84,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data_kwargs = {**ckpt.get("datamodule_hyper_parameters", {}), **overrides}
     if split != "all" and data_kwargs.get("manifest") is None:
         data_kwargs["manifest"] = str(run_manifest(cfg.ckpt) or "") or None
-    data_kwargs.update(task=module.task.name, generate=None, augment=False)
+    data_kwargs.update(task=module.task, generate=None, augment=False)
     datamodule = FashionDataModule(**data_kwargs)
     datamodule.setup("test")
     loader = datamodule.dataloader(split)

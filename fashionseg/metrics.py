@@ -235,6 +235,10 @@ def format_table(
     return "\n".join(lines)
 
 
+# the most classes whose confusion matrix prints each cell's percentage
+MAX_ANNOTATED_CLASSES = 20
+
+
 def save_confusion_png(
     cm: Tensor, class_names: Sequence[str], path: str | os.PathLike[str]
 ) -> Path:
@@ -249,7 +253,10 @@ def save_confusion_png(
     row_sums = counts.sum(axis=1, keepdims=True)
     percent = np.divide(100.0 * counts, row_sums, out=np.zeros_like(counts), where=row_sums > 0)
 
-    size = 1.5 + 0.8 * c
+    # many classes (a 59-tag label set): smaller cells and no per-cell numbers, which
+    # would not fit; the colours still show where each class goes
+    numbers = c <= MAX_ANNOTATED_CLASSES
+    size = 1.5 + (0.8 if numbers else 0.25) * c
     fig = Figure(figsize=(size + 1.0, size))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -259,7 +266,7 @@ def save_confusion_png(
     ax.set_yticks(range(c), labels=list(class_names))
     ax.set_xlabel("predicted")
     ax.set_ylabel("target")
-    for row in range(c):
+    for row in range(c if numbers else 0):
         for col in range(c):
             color = "white" if percent[row, col] > 50 else "black"
             ax.text(

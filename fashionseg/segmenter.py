@@ -14,7 +14,7 @@ treatment (its EXIF orientation tag applied); arrays and tensors are taken as th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -119,7 +119,7 @@ class Segmenter:
         cls,
         path: str | Path,
         device: str | torch.device = "cpu",
-        task: str | None = None,
+        task: str | Mapping[str, Any] | Task | None = None,
         threshold: float | None = None,
         batch_size: int = 4,
     ) -> Segmenter:

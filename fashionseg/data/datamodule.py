@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,7 @@ class FashionDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str,
-        task: str = "person",
+        task: str | Mapping[str, Any] | Task = "person",
         split: Sequence[float] = (0.5, 0.1, 0.4),
         seed: int = 0,
         manifest: str | None = None,
@@ -132,18 +132,18 @@ class FashionDataModule(L.LightningDataModule):
         generate: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        task = task.name if isinstance(task, Task) else str(task)
-        get_task(task)
+        label_set = get_task(task)
         check_instances(instances, "data.instances")
         split = check_ratios(split)
-        MaskRules(ignore_index, binary_255).check(task)
+        MaskRules(ignore_index, binary_255).check(label_set)
         scale_jitter = [float(s) for s in scale_jitter] if scale_jitter else None
         crop = [float(s) for s in crop] if crop else None
         generate = dict(generate) if generate else None
         self.save_hyperparameters(
             {
                 "root": str(root),
-                "task": task,
+                # the whole label set, as the model's hyper-parameter ``task`` holds it
+                "task": label_set.to_config(),
                 "split": split,
                 "seed": int(seed),
                 "manifest": str(manifest) if manifest else None,
@@ -166,7 +166,7 @@ class FashionDataModule(L.LightningDataModule):
             }
         )
         self.root = Path(root)
-        self.task = task
+        self.task = label_set
         self.split_stems: dict[str, list[str]] = {}
         self._datasets: dict[str, FashionDataset] = {}
 
@@ -184,7 +184,7 @@ class FashionDataModule(L.LightningDataModule):
         self.prepare_data()
         rules = MaskRules(self.hparams.ignore_index, self.hparams.binary_255)
         raise_problems(
-            check_dataset(self.root, self.task, rules), f"{self.root} (task {self.task})"
+            check_dataset(self.root, self.task, rules), f"{self.root} (task {self.task.name})"
         )
         stems = [s.stem for s in find_samples(self.root, self.task)]
         if self.hparams.manifest:
@@ -198,7 +198,7 @@ class FashionDataModule(L.LightningDataModule):
         if not self.split_stems:
             self.setup()
         data = {
-            "task": self.task,
+            "task": self.task.name,
             "seed": self.hparams.seed,
             "split": self.hparams.split,
         }

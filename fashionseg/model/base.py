@@ -28,7 +28,7 @@ from torch import Tensor
 from fashionseg.data.targets import IGNORE_INDEX
 from fashionseg.metrics import ThresholdSweep, metrics_dict, selection_miou
 from fashionseg.model.schedule import build_scheduler
-from fashionseg.tasks import get_task
+from fashionseg.tasks import Task, get_task
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {
     "_target_": "torch.optim.SGD",
@@ -64,7 +64,7 @@ class SegmentationBase(L.LightningModule):
 
     def __init__(
         self,
-        task: str = "person",
+        task: str | Mapping[str, Any] | Task = "person",
         net: Mapping[str, Any] | None = None,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
@@ -79,16 +79,19 @@ class SegmentationBase(L.LightningModule):
             )
         super().__init__()
         net, optimizer, scheduler = (_plain(x) for x in (net, optimizer, scheduler))
+        # the whole label set is saved (a checkpoint carries its classes and colours);
+        # a name alone (checkpoints from before label sets were config) names a built-in
+        label_set = get_task(task)
         self.save_hyperparameters(
             {
-                "task": task,
+                "task": label_set.to_config(),
                 "net": dict(net or {}),
                 "optimizer": dict(optimizer or DEFAULT_OPTIMIZER),
                 "scheduler": dict(scheduler or {}),
                 **settings,
             }
         )
-        self.task = get_task(task)
+        self.task = label_set
         self.net = self.build_net(self.hparams.net)
         num_classes = self.task.num_classes
         # validation's mIoU of the setting in use (kept in checkpoints: the best
