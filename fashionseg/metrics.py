@@ -32,6 +32,20 @@ def mean_iou(iou: Tensor) -> Tensor:
     return torch.nanmean(iou, dim=-1)
 
 
+def miou_from_confmat(cm: Tensor) -> Tensor:
+    """The project's one mIoU of ``[..., C, C]``, used by validation (threshold and
+    checkpoint choice), test, ``evaluate``, sweeps and reports alike.
+
+    Convention: mmsegmentation's ``IoUMetric`` -- per-class IoU = intersection / union,
+    mIoU = the NaN-ignoring mean over the classes whose union is non-zero (background
+    included). A class absent from the ground truth but predicted counts 0; a class
+    neither present nor predicted does not count. Target ``[[0,0,1,1]]``, prediction
+    ``[[0,0,1,2]]``, 3 classes: (1 + 0.5 + 0) / 3 = 0.50 (a mean over the classes present
+    in the ground truth only, validation's figure before, gives 0.75).
+    """
+    return mean_iou(iou_from_confmat(cm))
+
+
 def pixel_accuracy(cm: Tensor) -> Tensor:
     """Fraction of correctly labelled pixels of ``[..., C, C]``; NaN when there are no pixels."""
     cm = cm.double()
@@ -44,22 +58,6 @@ def present_classes(confmat: Tensor) -> Tensor:
     """Bool ``[C]``: the classes with ground-truth pixels in ``confmat`` ``[..., C, C]``
     (rows = target; the leading axes, e.g. thresholds, share one ground truth)."""
     return confmat.reshape(-1, *confmat.shape[-2:])[0].sum(dim=-1) > 0
-
-
-def selection_miou(confmat: Tensor, present: Tensor | None = None) -> Tensor:
-    """Mean IoU of ``[..., C, C]`` over a fixed class set: ``present`` (default: the
-    classes with ground-truth pixels). A present class that is never predicted counts 0.
-
-    Unlike :func:`mean_iou`, every threshold is averaged over the same classes: a class
-    absent from the ground truth would otherwise count 0 where it is predicted and drop
-    out where it is not, rewarding thresholds for what they do to it alone.
-    """
-    if present is None:
-        present = present_classes(confmat)
-    iou = iou_from_confmat(confmat)[..., present.to(confmat.device)]
-    if iou.shape[-1] == 0:
-        return torch.full(iou.shape[:-1], torch.nan, dtype=torch.float64)
-    return torch.nan_to_num(iou, nan=0.0).mean(dim=-1)
 
 
 def _check_class_ids(name: str, values: Tensor, num_classes: int) -> None:
@@ -151,14 +149,14 @@ class ThresholdSweep(Metric):
         """Metrics at every threshold (choosing among them is :mod:`fashionseg.thresholds`).
 
         Returns a dict with ``confmat`` ``[T, C, C]``, ``iou`` ``[T, C]``, ``miou`` ``[T]``
-        (:func:`selection_miou`: over the classes present in the ground truth),
+        (:func:`miou_from_confmat`, the one mIoU convention),
         ``pixel_accuracy`` ``[T]`` and ``thresholds`` ``[T]``.
         """
         confmat = self.confmat.reshape(-1, self.num_classes, self.num_classes)
         return {
             "confmat": confmat,
             "iou": iou_from_confmat(confmat),
-            "miou": selection_miou(confmat),
+            "miou": miou_from_confmat(confmat),
             "pixel_accuracy": pixel_accuracy(confmat),
             "thresholds": torch.tensor(self.thresholds, dtype=torch.float64),
         }
@@ -193,7 +191,7 @@ def metrics_dict(
         per_class = dict(zip(class_names, values, strict=True))
     return {
         "iou": {name: _optional_float(v) for name, v in zip(class_names, iou, strict=True)},
-        "miou": _optional_float(mean_iou(iou)),
+        "miou": _optional_float(mean_iou(iou)),  # = miou_from_confmat(cm)
         "pixel_accuracy": _optional_float(pixel_accuracy(cm)),
         "confusion_matrix": cm.to(torch.int64).tolist(),
         "class_names": list(class_names),

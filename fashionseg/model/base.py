@@ -26,7 +26,7 @@ from omegaconf import Container, OmegaConf
 from torch import Tensor
 
 from fashionseg.data.targets import IGNORE_INDEX
-from fashionseg.metrics import ThresholdSweep, metrics_dict, selection_miou
+from fashionseg.metrics import ThresholdSweep, metrics_dict, miou_from_confmat
 from fashionseg.model.schedule import build_scheduler
 from fashionseg.tasks import get_task
 
@@ -134,8 +134,8 @@ class SegmentationBase(L.LightningModule):
 
     def validated_setting(self, result: dict[str, Any]) -> dict[str, Any]:
         """From the validation sweep's ``result``: ``index`` (the column in use) and
-        ``val_miou`` (its mIoU over the classes present), plus what a subclass adds."""
-        return {"index": 0, "val_miou": float(selection_miou(result["confmat"]).reshape(-1)[0])}
+        ``val_miou`` (its mIoU), plus what a subclass adds."""
+        return {"index": 0, "val_miou": float(miou_from_confmat(result["confmat"]).reshape(-1)[0])}
 
     def test_settings(self) -> dict[str, Any]:
         """What the test label maps were made with, for :func:`fashionseg.metrics.metrics_dict`."""
