@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
@@ -89,6 +90,9 @@ class InterruptCheckpoint(Checkpoint):
     ) -> None:
         from fashionseg.model.base import NonFiniteLossError
 
+        if isinstance(exception, OSError) and exception.errno == errno.ENOSPC:
+            rank_zero_warn("no space left on device: no interrupted.ckpt; last.ckpt is intact")
+            return
         if trainer.global_step == 0:
             # nothing trained yet (e.g. a setting that fails at the first step): a
             # checkpoint would only make resume=true start this run over from scratch

@@ -28,7 +28,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from fashionseg.cli import UsageError, run_cli, user_errors
+from fashionseg.cli import UsageError, disk_full_is_one_line, run_cli, user_errors
 from fashionseg.settings import check_settings
 
 if TYPE_CHECKING:  # Lightning (and torch) load after the settings check: fast errors
@@ -110,8 +110,16 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one training job from a composed config; return its test metrics."""
+    """Run one training job from a composed config; return its test metrics.
+
+    A full disk ends the run with one line naming the folder (a :class:`DiskFullError`);
+    checkpoints are written atomically, so the last good one stays as it was."""
     check_settings(cfg, "train")
+    with disk_full_is_one_line(Path(cfg.paths.output_dir)):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
 
     from fashionseg.reporting.run_results import write_results
