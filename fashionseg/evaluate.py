@@ -101,6 +101,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             )
         _rechoose_thresholds(module, datamodule, trainer, split, out_dir)
     trainer.test(module, dataloaders=loader, verbose=False)
+    module.take_over(trainer)  # the results of spawned processes (hardware=ddp_cpu)
     results = dict(module.test_results or {})
     results.update({"checkpoint": str(cfg.ckpt), "data_root": str(cfg.data.root), "split": split})
     table = write_results(results, module.task, out_dir, title=f"{split} ({module.task.name})")
@@ -165,6 +166,7 @@ def _rechoose_thresholds(
             "argmax and has no score threshold to choose"
         )
     trainer.validate(module, dataloaders=datamodule.dataloader("val"), verbose=False)
+    module.take_over(trainer)  # validation's choice, from spawned processes
     result = module.last_val_result
     choice = result["choice"]
     thresholds = module.hparams.thresholds

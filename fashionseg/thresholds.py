@@ -59,6 +59,17 @@ class ThresholdChoice:
             return self.val_miou_per_class
         return self.val_miou_global
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ThresholdChoice:
+        """The inverse of :meth:`as_dict`."""
+        return cls(
+            threshold=d["threshold"],
+            class_thresholds=list(d["class_thresholds"]),
+            use_class_thresholds=d["per_class_used"],
+            val_miou_global=d["val_miou_global"],
+            val_miou_per_class=d["val_miou_per_class"],
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold,

@@ -149,12 +149,15 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=start)
         ckpt_path = trainer.checkpoint_callback.best_model_path or None
         best = trainer.checkpoint_callback.best_model_score
+        if best is None and ckpt_path:  # spawned processes send back the path, not the score
+            best = _saved_val_miou(Path(ckpt_path))
         best_val = None if best is None else float(best)
     elif cfg.get("ckpt_path"):
         ckpt_path = cfg.ckpt_path
     if not cfg.get("test", True):
         return {"best_val_miou": best_val}
     trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    module.take_over(trainer)  # the results of spawned processes (hardware=ddp_cpu)
     results = {**(module.test_results or {}), "best_val_miou": best_val}
     if trainer.is_global_zero and module.test_results:
         table = write_results(results, module.task, out_dir, title=f"test ({cfg.task.name})")
@@ -164,6 +167,15 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         if cfg.get("predict_examples"):
             _predict_examples(module, datamodule, out_dir / "predictions", cfg.predict_examples)
     return results
+
+
+def _saved_val_miou(path: Path) -> float | None:
+    """The validation mIoU a checkpoint was saved with (its ``val_miou`` buffer)."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+    value = float(state["val_miou"]) if "val_miou" in state else float("nan")
+    return None if value != value else value
 
 
 def _predict_examples(

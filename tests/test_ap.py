@@ -10,7 +10,7 @@ from helpers import quiet_trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fashionseg.data.datamodule import collate
+from fashionseg.data.datamodule import EvalSampler, collate
 from fashionseg.files import write_json
 from fashionseg.metrics import (
     ap_summary,
@@ -211,8 +211,9 @@ def test_two_processes_score_the_same_ap_as_one(tmp_path: Path) -> None:
 
     semantic = torch.zeros(8, 8, dtype=torch.int64)
     semantic[:, :4] = 1
-    items = [(torch.full((3, 8, 8), i / 10), {"semantic": semantic}) for i in (1, 2, 3, 4)]
-    loader = DataLoader(items, batch_size=1, collate_fn=collate)
+    # 3 photos on 2 ranks (issue 27, item 9): a padding sampler scores one of them twice
+    items = [(torch.full((3, 8, 8), i / 10), {"semantic": semantic}) for i in (1, 2, 4)]
+    loader = DataLoader(items, batch_size=1, collate_fn=collate, sampler=EvalSampler(items))
     net = {"arch": "maskrcnn_mobilenet_v3_large_fpn", "weights": "none"}
     module = MaskRCNNModule(task="person", net=net, threshold=0.5)
     module.net = RankedNet()
@@ -227,8 +228,14 @@ def test_two_processes_score_the_same_ap_as_one(tmp_path: Path) -> None:
             enable_progress_bar=False,
             default_root_dir=tmp_path / str(devices),
         )
+        module.test_results = None
         results.append(trainer.test(module, dataloaders=loader, verbose=False)[0])
     single, double = results
     assert 0.0 < single["test/mask_ap"] < 1.0  # the interleaved ranking costs precision
+    assert module.test_results is None  # the 2-process test ran in spawned processes...
+    # ...but the results reach it (what train and evaluate read after a spawned test)
+    module.take_over(trainer)
+    assert module.test_results["ap"]["mask_ap"] == pytest.approx(double["test/mask_ap"])
+    assert sum(map(sum, module.test_results["confusion_matrix"])) == 3 * 8 * 8  # each once
     for key, value in single.items():
         assert double[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key

@@ -60,6 +60,7 @@ def _rank(rank: int, old: str, new: str, scores: dict, port: int, out: str) -> N
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         callback = BestCheckpoint(dirpath=new, monitor="val/miou", mode="max", save_top_k=50)
+        dist.barrier()  # both ranks restore at once, as a resumed DDP run does
         callback.load_state_dict(_state(Path(old), scores))
         Path(out, f"rank{rank}").write_text(
             "\n".join([callback.best_model_path, *sorted(callback.best_k_models)])

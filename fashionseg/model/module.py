@@ -15,6 +15,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import lightning as L
 import torch
 from torch import Tensor
 
@@ -272,6 +273,18 @@ class MaskRCNNModule(SegmentationBase):
             "thresholds": list(thresholds),
         }
 
+    def _validation_handover(self, result: dict[str, Any]) -> dict[str, Any]:
+        out = super()._validation_handover(result)
+        if "choice" in result:
+            out["result"]["choice"] = result["choice"].as_dict()
+        return out
+
+    def take_over(self, trainer: L.Trainer) -> None:
+        super().take_over(trainer)
+        choice = (self.last_val_result or {}).get("choice")
+        if isinstance(choice, dict):
+            self.last_val_result["choice"] = ThresholdChoice.from_dict(choice)
+
     def choose_thresholds(self, confmat: Tensor) -> ThresholdChoice:
         """Choose the global (and, when asked, per-class) thresholds on this validation."""
         thresholds = self.hparams.thresholds
@@ -328,6 +341,7 @@ class MaskRCNNModule(SegmentationBase):
         }
 
     def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
         self.test_ap = None
         if not self.hparams.ap:
             return
