@@ -209,8 +209,9 @@ class MaskRCNNModule(SegmentationBase):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         images, targets = batch
-        keys = (*TARGET_KEYS, "semantic") if self.has_semantic_head else TARGET_KEYS
-        losses = self.net(images, [{k: t[k] for k in keys} for t in targets])
+        # semantic: the ignored pixels (left out of the mask loss) and the semantic head's target
+        keys = (*TARGET_KEYS, "semantic")
+        losses = self.net(images, [{k: t[k] for k in keys if k in t} for t in targets])
         total = self._checked_total(losses, batch_idx)
         batch_size = len(images)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size)
