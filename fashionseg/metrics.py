@@ -323,8 +323,12 @@ def instance_ap_metric(max_detections: int = 100) -> Metric | None:
 
 def gather_ap_states(metric: Metric) -> None:
     """Give ``metric`` (from :func:`instance_ap_metric`, its states on the CPU) every
-    process's images, in rank order, so that ``compute`` scores the whole split on every
-    rank; nothing happens outside a multi-process run."""
+    process's images, so that ``compute`` scores the whole split on every rank; nothing
+    happens outside a multi-process run.
+
+    The images come back in the split's order: rank ``r`` scored images ``r, r + n, ...``
+    (:class:`fashionseg.data.datamodule.EvalSampler`), so the lists are interleaved, and
+    COCO's tie-breaking between equal scores is that of one process."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
@@ -332,24 +336,35 @@ def gather_ap_states(metric: Metric) -> None:
     for name in metric._defaults:  # the metric's state lists (boxes, RLE masks, ...)
         parts: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(parts, list(getattr(metric, name)))
-        setattr(metric, name, [item for part in parts for item in part])
+        longest = max(len(part) for part in parts)
+        setattr(metric, name, [p[i] for i in range(longest) for p in parts if i < len(p)])
 
 
 def gt_instances(
     semantic: Tensor, num_classes: int, instances: str = "class", min_area: int = 0
 ) -> dict[str, Tensor]:
     """Ground-truth instances of an ``[H, W]`` label map for AP: ``boxes`` (x1 y1 x2 y2),
-    ``labels`` and bool ``masks``, made as training makes them
+    ``labels``, bool ``masks`` and ``iscrowd``, made as training makes them
     (:func:`fashionseg.data.targets.mask_to_target` with the run's ``data.instances``
-    mode and ``min_area``; ignored pixels belong to no instance)."""
-    from fashionseg.data.targets import mask_to_target
+    mode and ``min_area``; ignored pixels belong to no instance).
+
+    Ignored pixels are what COCO calls crowd regions: after the instances come, one per
+    foreground class, the ignored region with ``iscrowd`` 1, so that a detection lying
+    on ignored pixels is neither a true nor a false positive (COCO matches it to the
+    crowd region by the share of the detection inside it, and leaves it out)."""
+    from fashionseg.data.targets import IGNORE_INDEX, boxes_of, mask_to_target
 
     target = mask_to_target(semantic.cpu().numpy(), num_classes, instances, min_area)
-    return {
-        "boxes": target["boxes"],
-        "labels": target["labels"],
-        "masks": target["masks"].bool(),
-    }
+    masks, boxes, labels = target["masks"].bool(), target["boxes"], target["labels"]
+    crowd = torch.zeros(len(labels), dtype=torch.int64)
+    ignored = semantic.cpu() == IGNORE_INDEX
+    if ignored.any() and num_classes > 1:
+        count = num_classes - 1
+        masks = torch.cat([masks, ignored[None].expand(count, -1, -1)])
+        boxes = torch.cat([boxes, boxes_of(ignored[None]).expand(count, -1)])
+        labels = torch.cat([labels, torch.arange(1, num_classes, dtype=labels.dtype)])
+        crowd = torch.cat([crowd, torch.ones(count, dtype=torch.int64)])
+    return {"boxes": boxes, "labels": labels, "masks": masks, "iscrowd": crowd}
 
 
 def predicted_instances(

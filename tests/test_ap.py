@@ -57,13 +57,41 @@ def _ap(preds: list[dict], truths: list[dict]) -> dict[str, float | None]:
 def test_ground_truth_instances_follow_the_instances_mode() -> None:
     semantic = _label_map()
     by_class = gt_instances(semantic, 3, "class")
-    assert by_class["labels"].tolist() == [1, 2]
+    # then the ignored strip as a crowd region of each class (issue 27, item 3)
+    assert by_class["labels"].tolist() == [1, 2, 1, 2]
+    assert by_class["iscrowd"].tolist() == [0, 0, 1, 1]
+    assert torch.equal(by_class["masks"][2], semantic == 255)
+    assert by_class["boxes"][2].tolist() == [0.0, 0.0, 30.0, 1.0]
     components = gt_instances(semantic, 3, "components")
-    assert components["labels"].tolist() == [1, 1, 2]
+    assert components["labels"].tolist() == [1, 1, 2, 1, 2]
     assert components["masks"].dtype == torch.bool
     assert components["boxes"][0].tolist() == [3.0, 2.0, 10.0, 8.0]
-    assert not components["masks"][:, 0].any()  # ignored pixels are in no instance
-    assert len(gt_instances(semantic, 3, "components", min_area=50)["labels"]) == 1
+    assert not components["masks"][:3, 0].any()  # ignored pixels are in no instance
+    assert len(gt_instances(semantic, 3, "components", min_area=50)["labels"]) == 1 + 2
+    assert gt_instances(semantic.clamp(max=2), 3)["iscrowd"].tolist() == [0, 0]  # none
+
+
+def test_a_detection_on_ignored_pixels_is_neither_true_nor_false() -> None:
+    # issue 27, item 3: the ignored strip is a crowd region, as in COCO
+    semantic = _label_map()
+    semantic[0:2, :] = 255  # a 2-row ignored strip
+    truth = gt_instances(semantic, 3, "components")
+    real = truth["iscrowd"] == 0
+    plain = {k: v[real] for k, v in truth.items() if k != "iscrowd"}
+    detections = _detections(plain)
+    baseline = _ap([detections], [truth])
+    assert baseline == dict.fromkeys(NAMES, 1.0)
+    # plus a confident class-1 detection of the ignored strip
+    strip = (semantic == 255).float()[None, None] * 0.9
+    extra = {
+        "boxes": torch.cat([torch.tensor([[0.0, 0.0, 30.0, 2.0]]), detections["boxes"]]),
+        "labels": torch.cat([torch.tensor([1]), detections["labels"]]),
+        "scores": torch.cat([torch.tensor([0.95]), detections["scores"]]),
+        "masks": torch.cat([strip, detections["masks"]]),
+    }
+    assert _ap([extra], [truth]) == baseline  # ignored, not a false positive
+    # without the crowd region it would cost precision
+    assert _ap([extra], [plain])["mask_ap"] < 1.0
 
 
 def test_perfect_predictions_score_ap_one() -> None:
