@@ -9,10 +9,13 @@ run directory created.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,10 +34,30 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+class DiskFullError(Exception):
+    """The disk of an output folder filled up (the message names the folder)."""
+
+
+@contextmanager
+def disk_full_is_one_line(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn "no space left on device" (ENOSPC) into a :class:`DiskFullError` naming the
+    folder written to (the failing file's folder when the error names it, else ``folder``)."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        where = Path(os.fsdecode(err.filename)).parent if err.filename else Path(folder)
+        raise DiskFullError(
+            f"{where}: no space left on device (free some space, then resume=true)"
+        ) from None
+
+
 # the errors a user can fix, by defining module: looked up in sys.modules, so that a CLI
 # that fails on its settings never imports torch just to name the error
 USER_ERRORS = (
     ("fashionseg.errors", "UsageError"),
+    ("fashionseg.cli", "DiskFullError"),
     ("fashionseg.data.io", "DataError"),
     ("fashionseg.model.checkpoint", "CheckpointError"),
     ("fashionseg.model.base", "NonFiniteLossError"),

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import distributed as dist
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from fashionseg.data.dataset import FashionDataset
 from fashionseg.data.io import DataError, MaskRules, check_dataset, find_samples, raise_problems
@@ -21,6 +20,46 @@ from fashionseg.files import write_json
 from fashionseg.tasks import Task, get_task
 
 SPLITS = ("train", "val", "test")
+
+
+class EvalSampler(DistributedSampler):
+    """Every photo of an evaluation split exactly once, over however many processes there
+    are *when it is iterated* (rank ``r`` of ``n`` takes photos ``r, r + n, ...``).
+
+    Lightning's own DistributedSampler pads a split that does not divide by repeating
+    photos (3 photos on 2 ranks: one scored twice), and a loader built before the
+    process group exists (``evaluate`` under ``ddp_spawn``) cannot know its rank.
+    Being a DistributedSampler, Lightning leaves it in place; outside a multi-process
+    run it yields every photo in order.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:  # no super().__init__: no group needed
+        self.dataset = dataset
+        self.epoch, self.seed, self.shuffle, self.drop_last = 0, 0, False, False
+
+    @staticmethod
+    def _group() -> tuple[int, int]:
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size(), dist.get_rank()
+        return 1, 0
+
+    @property
+    def num_replicas(self) -> int:  # type: ignore[override]
+        return self._group()[0]
+
+    @property
+    def rank(self) -> int:  # type: ignore[override]
+        return self._group()[1]
+
+    def _indices(self) -> range:
+        world, rank = self._group()
+        return range(rank, len(self.dataset), world)  # type: ignore[arg-type]
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self._indices())
+
+    def __len__(self) -> int:
+        return len(self._indices())
 
 
 def collate(batch: list[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
@@ -239,11 +278,8 @@ class FashionDataModule(L.LightningDataModule):
         hp = self.hparams
         train = split == "train"
         dataset = self.dataset(split)
-        sampler = None
-        if not train and dist.is_available() and dist.is_initialized():
-            # Lightning's default DistributedSampler pads evaluation splits by repeating
-            # photos to fill every rank, which would count them twice in the IoU.
-            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+        # evaluation: each photo once on whichever rank (see EvalSampler)
+        sampler = None if train else EvalSampler(dataset)
         return DataLoader(
             dataset,
             batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),

@@ -59,6 +59,7 @@ from fashionseg.data.photo import (  # noqa: F401  (re-exported: one home, data.
     displayed,
     image_size,
     photo_info,
+    photo_rgb,
     read_photo,
     shown,
     to_rgb8,
