@@ -99,10 +99,20 @@ def module_from_checkpoint(
     return module.eval()
 
 
+def _known_task(task: str | Mapping[str, Any] | Task) -> Task | None:
+    """The label set asked for: a mapping or Task as given, a name when it is a task file."""
+    if not isinstance(task, str):
+        return get_task(task)
+    try:
+        return get_task(task)
+    except ValueError:  # a name that is no task file: compared by name alone
+        return None
+
+
 def _check_task(path: str | Path, ckpt_task: Task, task: str | Mapping[str, Any] | Task) -> None:
     """A CheckpointError unless ``task`` (asked for) is the checkpoint's label set."""
+    asked = _known_task(task)
     name = task if isinstance(task, str) else get_task(task).name
-    asked = None if isinstance(task, str) else get_task(task)
     if name != ckpt_task.name or (asked and asked.class_names != ckpt_task.class_names):
         count = f" ({asked.num_classes} classes)" if asked else ""
         raise CheckpointError(
