@@ -210,6 +210,8 @@ def test_single_file_input_still_works(tmp_path: Path, untrained_ckpt: Path) -> 
     assert "1 predicted, 0 already done" in proc.stdout
     assert Image.open(out / "x.png").size == (10, 7)
     header = json.loads((out / MANIFEST).read_text().splitlines()[0])
+    model = header.pop("model")  # the weights' and settings' sha256 (issue 27, item 6)
+    assert len(model) == 64 and int(model, 16) >= 0
     assert header == {
         "fashionseg_predict": 1,
         "ckpt": str(untrained_ckpt.resolve()),
