@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
@@ -89,6 +90,9 @@ class InterruptCheckpoint(Checkpoint):
     ) -> None:
         from fashionseg.model.base import NonFiniteLossError
 
+        if isinstance(exception, OSError) and exception.errno == errno.ENOSPC:
+            rank_zero_warn("no space left on device: no interrupted.ckpt; last.ckpt is intact")
+            return
         if trainer.global_step == 0:
             # nothing trained yet (e.g. a setting that fails at the first step): a
             # checkpoint would only make resume=true start this run over from scratch
@@ -130,22 +134,18 @@ class BestCheckpoint(ModelCheckpoint):
         super().load_state_dict(state_dict)
 
     def _carry_over(self, state: dict[str, Any]) -> dict[str, Any]:
-        """``state`` with its top-k files linked into this callback's directory."""
-        os.makedirs(self.dirpath, exist_ok=True)
-        moved: dict[str, str] = {}
-        for path in state.get("best_k_models") or {}:
-            if not os.path.isfile(path):
-                rank_zero_warn(
-                    f"{path}: best checkpoint of the resumed run is gone; not carried over"
-                )
-                continue
-            target = os.path.join(self.dirpath, os.path.basename(path))
-            if not os.path.exists(target):
-                try:
-                    os.link(path, target)
-                except OSError:
-                    shutil.copy2(path, target)
-            moved[path] = target
+        """``state`` with its top-k files linked into this callback's directory.
+
+        Rank 0 alone touches files; the other ranks of a multi-process run wait for it
+        and take its answer (every rank restores the callback)."""
+        import torch.distributed as dist
+
+        group = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        moved = self._carry_files(state) if not group or dist.get_rank() == 0 else {}
+        if group:
+            shared = [moved]
+            dist.broadcast_object_list(shared, src=0)  # a collective: also the barrier
+            moved = shared[0]
         best_k = {moved[p]: v for p, v in state["best_k_models"].items() if p in moved}
         carried = {**state, "dirpath": self.dirpath, "best_k_models": best_k, "last_model_path": ""}
         if not best_k:
@@ -161,6 +161,38 @@ class BestCheckpoint(ModelCheckpoint):
             kth_value=best_k[worst],
         )
         return carried
+
+    def _carry_files(self, state: dict[str, Any]) -> dict[str, str]:
+        """Link (or copy, across file systems) each top-k file into this directory;
+        ``{old path: new path}`` of those carried."""
+        os.makedirs(self.dirpath, exist_ok=True)
+        moved: dict[str, str] = {}
+        for path in state.get("best_k_models") or {}:
+            if not os.path.isfile(path):
+                rank_zero_warn(
+                    f"{path}: best checkpoint of the resumed run is gone; not carried over"
+                )
+                continue
+            target = _carried_name(path, self.dirpath)
+            if not os.path.exists(target):
+                try:
+                    os.link(path, target)
+                except OSError:
+                    shutil.copy2(path, target)
+            moved[path] = target
+        return moved
+
+
+def _carried_name(source: str, dirpath: str) -> str:
+    """Where ``source`` goes in ``dirpath``: its own name, unless a different file already
+    has it (a reused run directory): then ``<stem>-carried<n>.ckpt``, so that a file that
+    was not carried over is never adopted as the best checkpoint."""
+    stem, suffix = os.path.splitext(os.path.basename(source))
+    for n in range(1000):
+        target = os.path.join(dirpath, f"{stem}{f'-carried{n}' if n else ''}{suffix}")
+        if not os.path.exists(target) or os.path.samefile(source, target):
+            return target
+    raise FileExistsError(f"{dirpath}: no free name to carry {source} over")
 
 
 def _flat_hparams(hparams: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -9,10 +9,13 @@ run directory created.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,10 +34,30 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+class DiskFullError(Exception):
+    """The disk of an output folder filled up (the message names the folder)."""
+
+
+@contextmanager
+def disk_full_is_one_line(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn "no space left on device" (ENOSPC) into a :class:`DiskFullError` naming the
+    folder written to (the failing file's folder when the error names it, else ``folder``)."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        where = Path(os.fsdecode(err.filename)).parent if err.filename else Path(folder)
+        raise DiskFullError(
+            f"{where}: no space left on device (free some space, then resume=true)"
+        ) from None
+
+
 # the errors a user can fix, by defining module: looked up in sys.modules, so that a CLI
 # that fails on its settings never imports torch just to name the error
 USER_ERRORS = (
     ("fashionseg.errors", "UsageError"),
+    ("fashionseg.cli", "DiskFullError"),
     ("fashionseg.data.io", "DataError"),
     ("fashionseg.model.checkpoint", "CheckpointError"),
     ("fashionseg.model.base", "NonFiniteLossError"),
@@ -99,10 +122,16 @@ def check_command_line(args: Sequence[str], config_name: str, cli: str) -> None:
 
     from fashionseg.settings import check_settings
 
+    args, config_dir = split_config_dir(args)
     if any(a.split("=")[0] in HYDRA_FLAGS or a.startswith(("-c", "--config")) for a in args):
         return
     multirun = any(a in ("-m", "--multirun") for a in args)
     overrides = [a for a in args if not a.startswith("-")]
+    if config_dir is not None:
+        if not Path(config_dir).is_dir():
+            raise UsageError(f"--config-dir {config_dir}: folder not found")
+        # what Hydra's --config-dir does: the folder searched before the project's conf/
+        overrides.append(f"hydra.searchpath=[file://{Path(config_dir).resolve()}]")
     parser = OverridesParser.create()
     for override in overrides:
         try:
@@ -115,6 +144,22 @@ def check_command_line(args: Sequence[str], config_name: str, cli: str) -> None:
         return
     cfg = _compose(config_name, overrides)
     check_settings(cfg, cli)
+
+
+def split_config_dir(args: Sequence[str]) -> tuple[list[str], str | None]:
+    """``args`` without Hydra's ``--config-dir DIR`` (``-cd DIR``, ``--config-dir=DIR``),
+    and that DIR (None when not given): a user's own config folder, e.g. with task/*.yaml."""
+    rest: list[str] = []
+    config_dir = None
+    items = iter(args)
+    for arg in items:
+        if arg in ("--config-dir", "-cd"):
+            config_dir = next(items, None)
+        elif arg.startswith("--config-dir="):
+            config_dir = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return rest, config_dir
 
 
 def _compose(config_name: str, overrides: list[str]) -> Any:

@@ -55,14 +55,19 @@ def read_upload(path: str | Path) -> np.ndarray:
     return read_photo(path)[0]
 
 
-def network_input(rgb: np.ndarray, limit: int = NET_LIMIT) -> Tensor:
-    """The photo as a 3 x h x w float tensor in [0, 1], its long side at most ``limit``."""
+def shrunk(rgb: np.ndarray, limit: int = NET_LIMIT) -> np.ndarray:
+    """The photo (H x W x 3 uint8) with its long side at most ``limit`` (bilinear)."""
     height, width = rgb.shape[:2]
     scale = min(1.0, limit / max(height, width))
     if scale < 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         rgb = np.array(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float() / 255
+    return np.ascontiguousarray(rgb)
+
+
+def network_input(rgb: np.ndarray, limit: int = NET_LIMIT) -> Tensor:
+    """The photo as a 3 x h x w float tensor in [0, 1], its long side at most ``limit``."""
+    return torch.from_numpy(shrunk(rgb, limit)).permute(2, 0, 1).float() / 255
 
 
 def resize_labels(label_map: Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -223,6 +228,57 @@ class DemoModel:
         else:
             text += ", argmax (no score threshold)"
         return text
+
+
+class OnnxDemoModel:
+    """An exported ``.onnx`` (:class:`fashionseg.runtime.OnnxModel`) for the page, with the
+    same interface as :class:`DemoModel`. Its threshold and fusion are fixed inside the
+    graph, so the page shows no slider and no fusion choice."""
+
+    is_instance_model = False
+    threshold = None
+    method = None
+    methods: tuple[str, ...] = ()
+    class_thresholds = None
+
+    def __init__(self, path: str | Path, net_limit: int = NET_LIMIT) -> None:
+        from fashionseg.runtime import OnnxModel
+
+        self.model = OnnxModel(path)
+        self.net_limit = int(net_limit)
+
+    @property
+    def task(self) -> Any:
+        """The exported label set (``name``, ``class_names``, ``colors``)."""
+        return self.model.labels
+
+    def run(self, rgb: np.ndarray) -> RawOutput:
+        """Run the graph once on a photo (H x W x 3 uint8), shrunk as for checkpoints."""
+        small = shrunk(rgb, self.net_limit)
+        labels = torch.from_numpy(self.model.label_map(small))
+        return RawOutput(rgb, (small.shape[0], small.shape[1]), label_map=labels)
+
+    def label_map(
+        self,
+        raw: RawOutput,
+        method: str | None = None,
+        threshold: float | None = None,
+        per_class: bool = True,
+    ) -> np.ndarray:
+        """The photo's label map at its own size (the settings are fixed in the graph)."""
+        return resize_labels(raw.label_map, tuple(raw.rgb.shape[:2]))
+
+    def uses_threshold(self, method: str | None) -> bool:
+        """Never: an exported graph's threshold cannot be moved."""
+        return False
+
+    def describe(self) -> str:
+        """One line on the model: the file, its task and its fixed threshold."""
+        task, fixed = self.task, self.model.threshold
+        text = f"exported {self.model.path.name}, task {task.name} ({task.num_classes} classes)"
+        if fixed is None:
+            return text + ", argmax (no score threshold)"
+        return text + f", score threshold {fixed:g} (fixed in the graph)"
 
 
 def run_dir_of(ckpt: str | Path) -> Path | None:

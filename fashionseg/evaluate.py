@@ -8,7 +8,9 @@
 every image in ``data.root``. ``thresholds`` re-chooses the score threshold (and the
 per-class thresholds of a model trained with them) on the run's *validation* split, as
 training does, then scores the requested split at that choice: a threshold is never
-picked on the figures it reports. ``threshold`` fixes one instead. ``tta_hflip`` turns
+picked on the figures it reports. ``threshold`` fixes one instead. ``fusion_method`` other than the checkpoint's, without
+``threshold``, re-chooses on validation over the checkpoint's threshold grid (the
+stored choice belongs to the trained fusion). ``tta_hflip`` turns
 the mirror-image averaging of the semantic models and of Panoptic FPN's semantic head on
 or off (default: as trained).
 """
@@ -62,7 +64,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     module = module_from_checkpoint(
         ckpt,
         cfg.ckpt,
-        task=(cfg.get("task") or {}).get("name"),
+        task=cfg.get("task") or None,
         threshold=cfg.get("threshold"),
         thresholds=thresholds,
         fusion=_fusion_override(cfg, ckpt),
@@ -84,15 +86,22 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data_kwargs = {**ckpt.get("datamodule_hyper_parameters", {}), **overrides}
     if split != "all" and data_kwargs.get("manifest") is None:
         data_kwargs["manifest"] = str(run_manifest(cfg.ckpt) or "") or None
-    data_kwargs.update(task=module.task.name, generate=None, augment=False)
+    data_kwargs.update(task=module.task, generate=None, augment=False)
     datamodule = FashionDataModule(**data_kwargs)
     datamodule.setup("test")
     loader = datamodule.dataloader(split)
     trainer: L.Trainer = instantiate(cfg.trainer)
     out_dir = Path(cfg.paths.output_dir)
-    if thresholds:
+    if thresholds or (_other_fusion(cfg, ckpt) and getattr(module, "uses_threshold", False)):
+        if not thresholds:
+            print(
+                f"fusion_method={cfg.fusion_method}: the checkpoint's threshold was chosen for "
+                f"its own fusion; choosing again on validation ({len(module.hparams.thresholds)} "
+                "thresholds)"
+            )
         _rechoose_thresholds(module, datamodule, trainer, split, out_dir)
     trainer.test(module, dataloaders=loader, verbose=False)
+    module.take_over(trainer)  # the results of spawned processes (hardware=ddp_cpu)
     results = dict(module.test_results or {})
     results.update({"checkpoint": str(cfg.ckpt), "data_root": str(cfg.data.root), "split": split})
     table = write_results(results, module.task, out_dir, title=f"{split} ({module.task.name})")
@@ -109,6 +118,15 @@ def _ap_instances(ckpt: dict[str, Any]) -> dict[str, Any]:
     if "fusion" not in hparams or "instances" in hparams:
         return {}
     return {"instances": data.get("instances"), "min_area": data.get("min_area")}
+
+
+def _other_fusion(cfg: DictConfig, ckpt: dict[str, Any]) -> bool:
+    """Whether ``fusion_method=`` names a fusion other than the checkpoint's own, with no
+    fixed ``threshold=``: its stored threshold(s) and validation figure belong to the
+    other fusion, so they are chosen again on validation (never mixed)."""
+    method = cfg.get("fusion_method")
+    trained = ckpt.get("hyper_parameters", {}).get("fusion", {}).get("method")
+    return method is not None and method != trained and cfg.get("threshold") is None
 
 
 def _fusion_override(cfg: DictConfig, ckpt: dict[str, Any]) -> dict[str, Any] | None:
@@ -148,6 +166,7 @@ def _rechoose_thresholds(
             "argmax and has no score threshold to choose"
         )
     trainer.validate(module, dataloaders=datamodule.dataloader("val"), verbose=False)
+    module.take_over(trainer)  # validation's choice, from spawned processes
     result = module.last_val_result
     choice = result["choice"]
     thresholds = module.hparams.thresholds

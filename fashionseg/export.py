@@ -402,8 +402,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: one ``error:`` line and exit 2 for a user's mistake."""
     from fashionseg.cli import is_user_error
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(arg in ("-h", "--help") for arg in argv):
+        print(__doc__)
+        return 0
     try:
-        settings = parse_args(sys.argv[1:] if argv is None else argv)
+        settings = parse_args(argv)
         sidecar = export_checkpoint(**settings)
     except Exception as err:
         if not (isinstance(err, ExportError) or is_user_error(err)):

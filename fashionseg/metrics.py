@@ -32,6 +32,20 @@ def mean_iou(iou: Tensor) -> Tensor:
     return torch.nanmean(iou, dim=-1)
 
 
+def miou_from_confmat(cm: Tensor) -> Tensor:
+    """The project's one mIoU of ``[..., C, C]``, used by validation (threshold and
+    checkpoint choice), test, ``evaluate``, sweeps and reports alike.
+
+    Convention: mmsegmentation's ``IoUMetric`` -- per-class IoU = intersection / union,
+    mIoU = the NaN-ignoring mean over the classes whose union is non-zero (background
+    included). A class absent from the ground truth but predicted counts 0; a class
+    neither present nor predicted does not count. Target ``[[0,0,1,1]]``, prediction
+    ``[[0,0,1,2]]``, 3 classes: (1 + 0.5 + 0) / 3 = 0.50 (a mean over the classes present
+    in the ground truth only, validation's figure before, gives 0.75).
+    """
+    return mean_iou(iou_from_confmat(cm))
+
+
 def pixel_accuracy(cm: Tensor) -> Tensor:
     """Fraction of correctly labelled pixels of ``[..., C, C]``; NaN when there are no pixels."""
     cm = cm.double()
@@ -44,22 +58,6 @@ def present_classes(confmat: Tensor) -> Tensor:
     """Bool ``[C]``: the classes with ground-truth pixels in ``confmat`` ``[..., C, C]``
     (rows = target; the leading axes, e.g. thresholds, share one ground truth)."""
     return confmat.reshape(-1, *confmat.shape[-2:])[0].sum(dim=-1) > 0
-
-
-def selection_miou(confmat: Tensor, present: Tensor | None = None) -> Tensor:
-    """Mean IoU of ``[..., C, C]`` over a fixed class set: ``present`` (default: the
-    classes with ground-truth pixels). A present class that is never predicted counts 0.
-
-    Unlike :func:`mean_iou`, every threshold is averaged over the same classes: a class
-    absent from the ground truth would otherwise count 0 where it is predicted and drop
-    out where it is not, rewarding thresholds for what they do to it alone.
-    """
-    if present is None:
-        present = present_classes(confmat)
-    iou = iou_from_confmat(confmat)[..., present.to(confmat.device)]
-    if iou.shape[-1] == 0:
-        return torch.full(iou.shape[:-1], torch.nan, dtype=torch.float64)
-    return torch.nan_to_num(iou, nan=0.0).mean(dim=-1)
 
 
 def _check_class_ids(name: str, values: Tensor, num_classes: int) -> None:
@@ -151,14 +149,14 @@ class ThresholdSweep(Metric):
         """Metrics at every threshold (choosing among them is :mod:`fashionseg.thresholds`).
 
         Returns a dict with ``confmat`` ``[T, C, C]``, ``iou`` ``[T, C]``, ``miou`` ``[T]``
-        (:func:`selection_miou`: over the classes present in the ground truth),
+        (:func:`miou_from_confmat`, the one mIoU convention),
         ``pixel_accuracy`` ``[T]`` and ``thresholds`` ``[T]``.
         """
         confmat = self.confmat.reshape(-1, self.num_classes, self.num_classes)
         return {
             "confmat": confmat,
             "iou": iou_from_confmat(confmat),
-            "miou": selection_miou(confmat),
+            "miou": miou_from_confmat(confmat),
             "pixel_accuracy": pixel_accuracy(confmat),
             "thresholds": torch.tensor(self.thresholds, dtype=torch.float64),
         }
@@ -193,7 +191,7 @@ def metrics_dict(
         per_class = dict(zip(class_names, values, strict=True))
     return {
         "iou": {name: _optional_float(v) for name, v in zip(class_names, iou, strict=True)},
-        "miou": _optional_float(mean_iou(iou)),
+        "miou": _optional_float(mean_iou(iou)),  # = miou_from_confmat(cm)
         "pixel_accuracy": _optional_float(pixel_accuracy(cm)),
         "confusion_matrix": cm.to(torch.int64).tolist(),
         "class_names": list(class_names),
@@ -235,6 +233,10 @@ def format_table(
     return "\n".join(lines)
 
 
+# the most classes whose confusion matrix prints each cell's percentage
+MAX_ANNOTATED_CLASSES = 20
+
+
 def save_confusion_png(
     cm: Tensor, class_names: Sequence[str], path: str | os.PathLike[str]
 ) -> Path:
@@ -249,7 +251,10 @@ def save_confusion_png(
     row_sums = counts.sum(axis=1, keepdims=True)
     percent = np.divide(100.0 * counts, row_sums, out=np.zeros_like(counts), where=row_sums > 0)
 
-    size = 1.5 + 0.8 * c
+    # many classes (a 59-tag label set): smaller cells and no per-cell numbers, which
+    # would not fit; the colours still show where each class goes
+    numbers = c <= MAX_ANNOTATED_CLASSES
+    size = 1.5 + (0.8 if numbers else 0.25) * c
     fig = Figure(figsize=(size + 1.0, size))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -259,7 +264,7 @@ def save_confusion_png(
     ax.set_yticks(range(c), labels=list(class_names))
     ax.set_xlabel("predicted")
     ax.set_ylabel("target")
-    for row in range(c):
+    for row in range(c if numbers else 0):
         for col in range(c):
             color = "white" if percent[row, col] > 50 else "black"
             ax.text(
@@ -325,8 +330,12 @@ def instance_ap_metric(max_detections: int = 100) -> Metric | None:
 
 def gather_ap_states(metric: Metric) -> None:
     """Give ``metric`` (from :func:`instance_ap_metric`, its states on the CPU) every
-    process's images, in rank order, so that ``compute`` scores the whole split on every
-    rank; nothing happens outside a multi-process run."""
+    process's images, so that ``compute`` scores the whole split on every rank; nothing
+    happens outside a multi-process run.
+
+    The images come back in the split's order: rank ``r`` scored images ``r, r + n, ...``
+    (:class:`fashionseg.data.datamodule.EvalSampler`), so the lists are interleaved, and
+    COCO's tie-breaking between equal scores is that of one process."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
@@ -334,24 +343,35 @@ def gather_ap_states(metric: Metric) -> None:
     for name in metric._defaults:  # the metric's state lists (boxes, RLE masks, ...)
         parts: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(parts, list(getattr(metric, name)))
-        setattr(metric, name, [item for part in parts for item in part])
+        longest = max(len(part) for part in parts)
+        setattr(metric, name, [p[i] for i in range(longest) for p in parts if i < len(p)])
 
 
 def gt_instances(
     semantic: Tensor, num_classes: int, instances: str = "class", min_area: int = 0
 ) -> dict[str, Tensor]:
     """Ground-truth instances of an ``[H, W]`` label map for AP: ``boxes`` (x1 y1 x2 y2),
-    ``labels`` and bool ``masks``, made as training makes them
+    ``labels``, bool ``masks`` and ``iscrowd``, made as training makes them
     (:func:`fashionseg.data.targets.mask_to_target` with the run's ``data.instances``
-    mode and ``min_area``; ignored pixels belong to no instance)."""
-    from fashionseg.data.targets import mask_to_target
+    mode and ``min_area``; ignored pixels belong to no instance).
+
+    Ignored pixels are what COCO calls crowd regions: after the instances come, one per
+    foreground class, the ignored region with ``iscrowd`` 1, so that a detection lying
+    on ignored pixels is neither a true nor a false positive (COCO matches it to the
+    crowd region by the share of the detection inside it, and leaves it out)."""
+    from fashionseg.data.targets import IGNORE_INDEX, boxes_of, mask_to_target
 
     target = mask_to_target(semantic.cpu().numpy(), num_classes, instances, min_area)
-    return {
-        "boxes": target["boxes"],
-        "labels": target["labels"],
-        "masks": target["masks"].bool(),
-    }
+    masks, boxes, labels = target["masks"].bool(), target["boxes"], target["labels"]
+    crowd = torch.zeros(len(labels), dtype=torch.int64)
+    ignored = semantic.cpu() == IGNORE_INDEX
+    if ignored.any() and num_classes > 1:
+        count = num_classes - 1
+        masks = torch.cat([masks, ignored[None].expand(count, -1, -1)])
+        boxes = torch.cat([boxes, boxes_of(ignored[None]).expand(count, -1)])
+        labels = torch.cat([labels, torch.arange(1, num_classes, dtype=labels.dtype)])
+        crowd = torch.cat([crowd, torch.ones(count, dtype=torch.int64)])
+    return {"boxes": boxes, "labels": labels, "masks": masks, "iscrowd": crowd}
 
 
 def predicted_instances(

@@ -200,9 +200,7 @@ def hydra_main(cfg: DictConfig) -> None:
     from fashionseg.model.checkpoint import load_module
     from fashionseg.predict_engine import model_source, predict_lightning
 
-    module = load_module(
-        ckpt, task=(cfg.get("task") or {}).get("name"), threshold=cfg.get("threshold")
-    )
+    module = load_module(ckpt, task=cfg.get("task") or None, threshold=cfg.get("threshold"))
     # Lightning's start-up lines (devices found...) are not predict's business
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     summary = predict_lightning(

@@ -46,13 +46,33 @@ log = logging.getLogger("fashionseg.predict")
 
 
 def model_source(module: SegmentationBase, ckpt: str | Path | None = None) -> dict[str, Any]:
-    """What made the outputs, as recorded in the output folder."""
+    """What made the outputs, as recorded in the output folder: the checkpoint path, task,
+    threshold and the model's content (:func:`model_fingerprint`, computed once here)."""
     threshold = module.score_threshold
     return {
         "ckpt": None if ckpt is None else str(Path(ckpt).resolve()),
         "task": module.task.name,
         "threshold": None if threshold is None else float(threshold),
+        "model": model_fingerprint(module),
     }
+
+
+def model_fingerprint(module: SegmentationBase) -> str:
+    """sha256 (hex) of the module's settings and of every tensor of its state (name, dtype,
+    shape, bytes): a model retrained into the same checkpoint path gets another one."""
+    import hashlib
+    import json
+
+    from omegaconf import OmegaConf
+
+    digest = hashlib.sha256()
+    hparams = OmegaConf.to_container(OmegaConf.create(dict(module.hparams)), resolve=True)
+    digest.update(json.dumps(hparams, sort_keys=True, default=str).encode())
+    for name, tensor in module.state_dict().items():
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 @torch.no_grad()

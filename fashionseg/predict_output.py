@@ -3,7 +3,7 @@
 ``predict`` writes into a folder that is new, empty, or one it wrote before, and only over
 files it wrote itself. It knows them from a record in the folder,
 ``.fashionseg-predict.jsonl``: a first line with the model that made the outputs
-(checkpoint, task, threshold), then one line per output file naming the photo it was made
+(checkpoint, task, threshold, model hash), then one line per output file naming the photo it was made
 from::
 
     {"fashionseg_predict": 1, "ckpt": "/runs/x/checkpoints/last.ckpt", "task": ..., ...}
@@ -31,8 +31,10 @@ Rules (each a one-line :class:`~fashionseg.cli.UsageError` before anything is wr
 - a folder holding anything predict did not record (photos, a dataset's masks, folders,
   other files) is refused, ``overwrite=true`` included; only OS clutter (``.DS_Store``,
   ``Thumbs.db``, ``desktop.ini``), which predict never writes, is tolerated;
-- outputs recorded for another model (checkpoint, task or threshold) or for another photo
-  of the same name are replaced only with ``overwrite=true``;
+- outputs recorded for another model (checkpoint, task, threshold, or content: a hash of
+  the weights and settings, so a model retrained into the same path is another model) or
+  for another photo of the same name (compared ignoring case, across runs too) are
+  replaced only with ``overwrite=true``;
 - two photos whose outputs would have the same name (same stem, compared ignoring case so
   that the folder also works on macOS and Windows) are an error naming both: neither is
   renamed behind the user's back or taken as "already done".
@@ -195,7 +197,10 @@ def _is_rank_log(entry: str) -> bool:
 def _describe(source: dict[str, Any]) -> str:
     threshold = source.get("threshold")
     shown = "argmax" if threshold is None else f"threshold {threshold}"
-    return f"checkpoint {source.get('ckpt')}, task {source.get('task')}, {shown}"
+    text = f"checkpoint {source.get('ckpt')}, task {source.get('task')}, {shown}"
+    if "model" in source:  # the model's content (a hash of weights and settings)
+        text += f", model {str(source['model'])[:12]}"
+    return text
 
 
 def _line(record: dict[str, Any]) -> str:
@@ -299,7 +304,7 @@ class PredictFolder:
             log.unlink()
 
     def done(self, outputs: PhotoOutputs) -> bool:
-        """Both outputs exist and were written for this photo."""
+        """Both outputs exist under their own names and were written for this photo."""
         photo = str(outputs.photo.resolve())
         return all(self.files.get(n) == photo and (self.path / n).is_file() for n in outputs.names)
 
@@ -396,12 +401,17 @@ def _refuse_replacing(
             f"{_describe(source)}); pass overwrite=true to replace them, or choose another "
             "output folder"
         )
+    # names compared case-folded, as within one run: on macOS and Windows img.png and
+    # IMG.png are one file
+    folded = {name.casefold(): name for name in files}
     for outputs in photos:
         photo = str(outputs.photo.resolve())
         for name in outputs.names:
-            if files.get(name, photo) != photo and (path / name).is_file():
+            recorded_name = folded.get(name.casefold(), name)
+            taken = files.get(recorded_name, photo) != photo or recorded_name != name
+            if taken and (path / recorded_name).is_file():
                 raise UsageError(
-                    f"{path / name}: was written for the photo {files[name]}, not "
+                    f"{path / recorded_name}: was written for the photo {files[recorded_name]}, not "
                     f"{outputs.photo}; pass overwrite=true to replace it, or choose another "
                     "output folder"
                 )

@@ -14,7 +14,7 @@ treatment (its EXIF orientation tag applied); arrays and tensors are taken as th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from fashionseg.data.io import displayed, read_image, to_rgb8
+from fashionseg.data.photo import photo_rgb
 from fashionseg.model.base import SegmentationBase
 from fashionseg.tasks import Task
 
@@ -57,24 +57,15 @@ def _as_float(image: Tensor) -> Tensor:
 def as_image_tensor(photo: Photo) -> Tensor:
     """One input as a 3 x H x W tensor (uint8, or float in [0, 1]) on the CPU.
 
-    A path (str or Path) is read by :func:`read_image`; a PIL image is turned by its EXIF
-    orientation and converted by :func:`fashionseg.data.io.to_rgb8`; a NumPy array must
-    be H x W x 3 uint8 (RGB); a tensor 3 x H x W, uint8 or floating point in [0, 1].
+    A path (str or Path), a PIL image or a NumPy array (H x W x 3 uint8 RGB) is read by
+    :func:`fashionseg.data.photo.photo_rgb`, as ``predict`` reads a path (EXIF
+    orientation applied once); a tensor must be 3 x H x W, uint8 or floating point in
+    [0, 1].
     Anything else is a TypeError or ValueError saying what was expected.
     """
-    if isinstance(photo, str | Path):
-        return read_image(photo)
-    if isinstance(photo, Image.Image):
-        name = getattr(photo, "filename", "") or "PIL image"
-        rgb = to_rgb8(displayed(photo), name)
-        return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous()
-    if isinstance(photo, np.ndarray):
-        if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
-            raise ValueError(
-                f"a NumPy photo must be H x W x 3 uint8 (RGB), got shape {photo.shape} "
-                f"{photo.dtype}"
-            )
-        return torch.from_numpy(photo.transpose(2, 0, 1).copy())  # copied: writable, contiguous
+    if isinstance(photo, str | Path | Image.Image | np.ndarray):
+        rgb = photo_rgb(photo)  # the one reading of every entry point (data.photo)
+        return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
     if isinstance(photo, Tensor):
         if photo.ndim != 3 or photo.shape[0] != 3:
             raise ValueError(
@@ -119,7 +110,7 @@ class Segmenter:
         cls,
         path: str | Path,
         device: str | torch.device = "cpu",
-        task: str | None = None,
+        task: str | Mapping[str, Any] | Task | None = None,
         threshold: float | None = None,
         batch_size: int = 4,
     ) -> Segmenter:

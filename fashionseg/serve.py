@@ -41,10 +41,6 @@ def parse_args(argv: Sequence[str]) -> dict[str, Any]:
         settings[key] = value
     if not settings["ckpt"]:
         raise UsageError("ckpt=: give the checkpoint to serve, e.g. ckpt=RUN/checkpoints/last.ckpt")
-    if Path(settings["ckpt"]).suffix.lower() == ".onnx":
-        raise UsageError(
-            f"ckpt={settings['ckpt']}: the demo page serves Lightning checkpoints (.ckpt) only"
-        )
     try:
         port = int(settings["port"])
     except ValueError:
@@ -169,11 +165,15 @@ def build_app(model: Any, examples: Sequence[Path] = ()) -> Any:
 def serve(settings: dict[str, Any]) -> None:
     """Load the checkpoint and serve the page until interrupted."""
     _require_gradio()
-    from fashionseg.demo import DemoModel, example_photos
+    from fashionseg.demo import DemoModel, OnnxDemoModel, example_photos
     from fashionseg.model.checkpoint import load_module
 
-    model = DemoModel(load_module(settings["ckpt"]).to(settings["device"]))
-    examples = example_photos(settings["ckpt"])
+    if Path(settings["ckpt"]).suffix.lower() == ".onnx":  # an export (fashionseg.export)
+        model: DemoModel | OnnxDemoModel = OnnxDemoModel(settings["ckpt"])
+        examples: list[Path] = []
+    else:
+        model = DemoModel(load_module(settings["ckpt"]).to(settings["device"]))
+        examples = example_photos(settings["ckpt"])
     app = build_app(model, examples)
     allowed = sorted({str(p.parent) for p in examples})
     where = settings["host"]

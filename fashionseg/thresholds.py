@@ -13,9 +13,10 @@ epoch :func:`choose` picks
   nothing about the right threshold). The combination is used only where its validation
   mIoU beats the global threshold's; both figures are reported.
 
-Validation mIoU here is the mean over the classes that have ground-truth pixels in the
-validation split, so every threshold is scored on the same set of classes (a class that
-is absent from validation counts against the others through their false negatives).
+Validation mIoU here is the same mIoU as test, ``evaluate``, sweeps and reports
+(:func:`fashionseg.metrics.miou_from_confmat`, mmsegmentation's ``IoUMetric``
+convention): a class absent from the validation ground truth but predicted at a
+threshold counts 0 there, as it would on test.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from torch import Tensor
 
 from fashionseg.fusion import argmax_best, argmax_class_sweep, fuse_sweep, semantic_labels
-from fashionseg.metrics import iou_from_confmat, present_classes, selection_miou
+from fashionseg.metrics import iou_from_confmat, miou_from_confmat, present_classes
 
 
 def best_index(values: Tensor, prefer: int | None = None) -> int:
@@ -58,6 +59,17 @@ class ThresholdChoice:
             return self.val_miou_per_class
         return self.val_miou_global
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ThresholdChoice:
+        """The inverse of :meth:`as_dict`."""
+        return cls(
+            threshold=d["threshold"],
+            class_thresholds=list(d["class_thresholds"]),
+            use_class_thresholds=d["per_class_used"],
+            val_miou_global=d["val_miou_global"],
+            val_miou_per_class=d["val_miou_per_class"],
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "threshold": self.threshold,
@@ -83,7 +95,7 @@ def coordinate_ascent(
     thresholds: Sequence[float],
     start: float,
     classes: Sequence[int],
-    present: Tensor,
+    num_classes: int,
     max_rounds: int = 5,
 ) -> tuple[Tensor, float]:
     """Per-class thresholds ``[C]`` maximising the combined mIoU one class at a time.
@@ -91,19 +103,19 @@ def coordinate_ascent(
     ``confmats(cls, class_thresholds)`` returns the confusion matrices ``[T, C, C]`` of the
     label maps with class ``cls`` at each of ``thresholds`` and the others at
     ``class_thresholds``. Every class starts at ``start`` (one of ``thresholds``); only
-    ``classes`` move. A move needs a higher mIoU (over the ``present`` classes), or an
+    ``classes`` move (of ``num_classes``). A move needs a higher mIoU, or an
     equal one with a higher IoU of the moving class, so the result never scores below
     the start. Returns the thresholds and their mIoU.
     """
     values = torch.tensor([float(t) for t in thresholds], dtype=torch.float64)
-    current = torch.full((len(present),), float(start), dtype=torch.float64)
+    current = torch.full((num_classes,), float(start), dtype=torch.float64)
     index = {c: int(torch.argmin((values - start).abs())) for c in classes}
     best_score = float("nan")
     for _ in range(max_rounds):
         changed = False
         for cls in classes:
             cm = confmats(cls, current)
-            miou = selection_miou(cm, present)
+            miou = miou_from_confmat(cm)
             pick = _pick(miou, iou_from_confmat(cm)[:, cls], index[cls])
             best_score = float(miou[pick])
             if pick != index[cls]:
@@ -229,7 +241,7 @@ def choose(
     """The global threshold from the swept ``confmat [T, C, C]`` and, with ``per_class``,
     per-class thresholds from ``class_sweep_confmats`` (see :func:`coordinate_ascent`)."""
     present = present_classes(confmat)
-    curve = selection_miou(confmat, present)
+    curve = miou_from_confmat(confmat)
     best = best_index(curve)
     global_t = float(thresholds[best])
     choice = ThresholdChoice(
@@ -244,7 +256,9 @@ def choose(
     if not movable:
         choice.val_miou_per_class = choice.val_miou_global
         return choice
-    values, score = coordinate_ascent(class_sweep_confmats, thresholds, global_t, movable, present)
+    values, score = coordinate_ascent(
+        class_sweep_confmats, thresholds, global_t, movable, num_classes
+    )
     choice.val_miou_per_class = score
     if score > choice.val_miou_global:
         choice.class_thresholds = values.tolist()

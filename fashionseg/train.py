@@ -30,7 +30,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from fashionseg.cli import UsageError, run_cli, user_errors
+from fashionseg.cli import UsageError, disk_full_is_one_line, run_cli, user_errors
 from fashionseg.settings import check_settings
 
 if TYPE_CHECKING:  # Lightning (and torch) load after the settings check: fast errors
@@ -112,8 +112,16 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one training job from a composed config; return its test metrics."""
+    """Run one training job from a composed config; return its test metrics.
+
+    A full disk ends the run with one line naming the folder (a :class:`DiskFullError`);
+    checkpoints are written atomically, so the last good one stays as it was."""
     check_settings(cfg, "train")
+    with disk_full_is_one_line(Path(cfg.paths.output_dir)):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     import lightning as L
 
@@ -150,6 +158,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=start)
         ckpt_path = trainer.checkpoint_callback.best_model_path or None
         best = trainer.checkpoint_callback.best_model_score
+        if best is None and ckpt_path:  # spawned processes send back the path, not the score
+            best = _saved_val_miou(Path(ckpt_path))
         best_val = None if best is None else float(best)
     elif cfg.get("ckpt_path"):
         ckpt_path = cfg.ckpt_path
@@ -158,6 +168,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             _write_card(cfg, module, out_dir, started)
         return {"best_val_miou": best_val}
     trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    module.take_over(trainer)  # the results of spawned processes (hardware=ddp_cpu)
     results = {**(module.test_results or {}), "best_val_miou": best_val}
     if trainer.is_global_zero and module.test_results:
         table = write_results(results, module.task, out_dir, title=f"test ({cfg.task.name})")
@@ -184,6 +195,15 @@ def _write_card(cfg: DictConfig, module: Any, out_dir: Path, started: float) -> 
     config = OmegaConf.to_container(cfg, resolve=True)
     card = write_model_card(out_dir / CARD_NAME, out_dir, module.task, config)
     print(f"model card:    {card}")
+
+
+def _saved_val_miou(path: Path) -> float | None:
+    """The validation mIoU a checkpoint was saved with (its ``val_miou`` buffer)."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["state_dict"]
+    value = float(state["val_miou"]) if "val_miou" in state else float("nan")
+    return None if value != value else value
 
 
 def _predict_examples(

@@ -10,7 +10,7 @@ from helpers import quiet_trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
-from fashionseg.data.datamodule import collate
+from fashionseg.data.datamodule import EvalSampler, collate
 from fashionseg.files import write_json
 from fashionseg.metrics import (
     ap_summary,
@@ -57,13 +57,41 @@ def _ap(preds: list[dict], truths: list[dict]) -> dict[str, float | None]:
 def test_ground_truth_instances_follow_the_instances_mode() -> None:
     semantic = _label_map()
     by_class = gt_instances(semantic, 3, "class")
-    assert by_class["labels"].tolist() == [1, 2]
+    # then the ignored strip as a crowd region of each class (issue 27, item 3)
+    assert by_class["labels"].tolist() == [1, 2, 1, 2]
+    assert by_class["iscrowd"].tolist() == [0, 0, 1, 1]
+    assert torch.equal(by_class["masks"][2], semantic == 255)
+    assert by_class["boxes"][2].tolist() == [0.0, 0.0, 30.0, 1.0]
     components = gt_instances(semantic, 3, "components")
-    assert components["labels"].tolist() == [1, 1, 2]
+    assert components["labels"].tolist() == [1, 1, 2, 1, 2]
     assert components["masks"].dtype == torch.bool
     assert components["boxes"][0].tolist() == [3.0, 2.0, 10.0, 8.0]
-    assert not components["masks"][:, 0].any()  # ignored pixels are in no instance
-    assert len(gt_instances(semantic, 3, "components", min_area=50)["labels"]) == 1
+    assert not components["masks"][:3, 0].any()  # ignored pixels are in no instance
+    assert len(gt_instances(semantic, 3, "components", min_area=50)["labels"]) == 1 + 2
+    assert gt_instances(semantic.clamp(max=2), 3)["iscrowd"].tolist() == [0, 0]  # none
+
+
+def test_a_detection_on_ignored_pixels_is_neither_true_nor_false() -> None:
+    # issue 27, item 3: the ignored strip is a crowd region, as in COCO
+    semantic = _label_map()
+    semantic[0:2, :] = 255  # a 2-row ignored strip
+    truth = gt_instances(semantic, 3, "components")
+    real = truth["iscrowd"] == 0
+    plain = {k: v[real] for k, v in truth.items() if k != "iscrowd"}
+    detections = _detections(plain)
+    baseline = _ap([detections], [truth])
+    assert baseline == dict.fromkeys(NAMES, 1.0)
+    # plus a confident class-1 detection of the ignored strip
+    strip = (semantic == 255).float()[None, None] * 0.9
+    extra = {
+        "boxes": torch.cat([torch.tensor([[0.0, 0.0, 30.0, 2.0]]), detections["boxes"]]),
+        "labels": torch.cat([torch.tensor([1]), detections["labels"]]),
+        "scores": torch.cat([torch.tensor([0.95]), detections["scores"]]),
+        "masks": torch.cat([strip, detections["masks"]]),
+    }
+    assert _ap([extra], [truth]) == baseline  # ignored, not a false positive
+    # without the crowd region it would cost precision
+    assert _ap([extra], [plain])["mask_ap"] < 1.0
 
 
 def test_perfect_predictions_score_ap_one() -> None:
@@ -211,8 +239,9 @@ def test_two_processes_score_the_same_ap_as_one(tmp_path: Path) -> None:
 
     semantic = torch.zeros(8, 8, dtype=torch.int64)
     semantic[:, :4] = 1
-    items = [(torch.full((3, 8, 8), i / 10), {"semantic": semantic}) for i in (1, 2, 3, 4)]
-    loader = DataLoader(items, batch_size=1, collate_fn=collate)
+    # 3 photos on 2 ranks (issue 27, item 9): a padding sampler scores one of them twice
+    items = [(torch.full((3, 8, 8), i / 10), {"semantic": semantic}) for i in (1, 2, 4)]
+    loader = DataLoader(items, batch_size=1, collate_fn=collate, sampler=EvalSampler(items))
     net = {"arch": "maskrcnn_mobilenet_v3_large_fpn", "weights": "none"}
     module = MaskRCNNModule(task="person", net=net, threshold=0.5)
     module.net = RankedNet()
@@ -227,8 +256,14 @@ def test_two_processes_score_the_same_ap_as_one(tmp_path: Path) -> None:
             enable_progress_bar=False,
             default_root_dir=tmp_path / str(devices),
         )
+        module.test_results = None
         results.append(trainer.test(module, dataloaders=loader, verbose=False)[0])
     single, double = results
     assert 0.0 < single["test/mask_ap"] < 1.0  # the interleaved ranking costs precision
+    assert module.test_results is None  # the 2-process test ran in spawned processes...
+    # ...but the results reach it (what train and evaluate read after a spawned test)
+    module.take_over(trainer)
+    assert module.test_results["ap"]["mask_ap"] == pytest.approx(double["test/mask_ap"])
+    assert sum(map(sum, module.test_results["confusion_matrix"])) == 3 * 8 * 8  # each once
     for key, value in single.items():
         assert double[key] == pytest.approx(value, abs=1e-6, nan_ok=True), key

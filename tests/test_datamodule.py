@@ -10,7 +10,7 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from fashionseg.data.datamodule import FashionDataModule, collate, make_split
+from fashionseg.data.datamodule import EvalSampler, FashionDataModule, collate, make_split
 from fashionseg.data.io import DataError
 
 STEMS = [f"{i:03d}" for i in range(20)]
@@ -102,7 +102,8 @@ def test_loaders(data20: Path) -> None:
     assert isinstance(train.dataset.transforms, v2.Compose)
     for split, size in (("val", 2), ("test", 8), ("all", 20)):
         loader = dm.dataloader(split)
-        assert isinstance(loader.sampler, torch.utils.data.SequentialSampler)
+        # every photo once, in order, on one process (EvalSampler: no repeats on several)
+        assert isinstance(loader.sampler, EvalSampler) and list(loader.sampler) == list(range(size))
         assert loader.batch_size == 3 and loader.dataset.transforms is None
         targets = [t for _, batch in loader for t in batch]
         assert [t["stem"] for t in targets] == dm.split_stems[split] and len(targets) == size
@@ -137,7 +138,7 @@ def test_hyperparameters_are_plain(data20: Path) -> None:
     dm = FashionDataModule(root=str(data20), split=[0.5, 0.1, 0.4], scale_jitter=(0.8, 1.2))
     hp = dict(dm.hparams)
     assert hp["split"] == [0.5, 0.1, 0.4] and hp["scale_jitter"] == [0.8, 1.2]
-    assert hp["root"] == str(data20) and hp["task"] == "person" and hp["generate"] is None
+    assert hp["root"] == str(data20) and hp["task"]["name"] == "person" and hp["generate"] is None
     FashionDataModule(**hp)  # the checkpoint's settings rebuild the module
 
 

@@ -158,7 +158,6 @@ def test_arguments_are_checked() -> None:
         ([], "ckpt=: give the checkpoint"),
         (["ckpt=x.ckpt", "port=http"], "port=http: must be a whole number"),
         (["ckpt=x.ckpt", "colour=red"], "colour=red: expected key=value"),
-        (["ckpt=model.onnx"], "Lightning checkpoints (.ckpt) only"),
     ):
         with pytest.raises(UsageError, match=re.escape(said)):
             parse_args(bad)

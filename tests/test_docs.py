@@ -89,9 +89,14 @@ def test_every_nav_page_of_the_site_exists() -> None:
 def test_the_python_example_names_real_api() -> None:
     from fashionseg import Segmenter
 
-    (example,) = code_blocks(README.read_text(), "python")
-    compile(example, "README.md", "exec")
-    assert "Segmenter.from_checkpoint(" in example and callable(Segmenter.from_checkpoint)
+    examples = code_blocks(README.read_text(), "python")
+    for example in examples:
+        compile(example, "README.md", "exec")
+    assert any("Segmenter.from_checkpoint(" in e for e in examples)
+    assert callable(Segmenter.from_checkpoint)
+    from fashionseg.runtime import OnnxModel
+
+    assert any("OnnxModel(" in e for e in examples) and callable(OnnxModel)
 
 
 def as_check(command: str) -> list[str] | None:

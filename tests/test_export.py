@@ -273,6 +273,29 @@ def test_onnx_predict_imports_no_torch_and_keeps_predicts_rules(
 
 
 @pytest.mark.slow
+def test_the_demo_page_serves_an_export_like_a_checkpoint(
+    exported: tuple[SemanticModule, Path, Path],
+) -> None:
+    from fashionseg.demo import DemoModel, OnnxDemoModel, legend_html
+    from fashionseg.model.checkpoint import load_module
+    from fashionseg.runtime import OnnxModel
+    from fashionseg.serve import parse_args
+
+    _, ckpt, graph = exported
+    assert parse_args([f"ckpt={graph}"])["ckpt"] == str(graph)
+    page, reference = OnnxDemoModel(graph), DemoModel(load_module(ckpt))
+    assert page.task.class_names == reference.task.class_names
+    assert page.methods == () and not page.uses_threshold(None)
+    assert "argmax" in page.describe() and graph.name in page.describe()
+    for rgb in photos():
+        labels = page.label_map(page.run(rgb))
+        assert labels.shape == rgb.shape[:2]
+        assert (labels == OnnxModel(graph)(rgb)).all()
+        assert (labels == reference.label_map(reference.run(rgb))).mean() >= 0.999
+    for name in page.task.class_names:
+        assert name in legend_html(page.task)
+
+
 def test_segmenter_loads_an_export_like_a_checkpoint(
     exported: tuple[SemanticModule, Path, Path],
 ) -> None:

@@ -16,9 +16,10 @@ from fashionseg.metrics import (
     iou_from_confmat,
     mean_iou,
     metrics_dict,
+    miou_from_confmat,
     pixel_accuracy,
+    present_classes,
     save_confusion_png,
-    selection_miou,
 )
 from fashionseg.thresholds import best_index, choose
 
@@ -56,7 +57,29 @@ def test_best_index_ties_to_lower_or_to_the_preferred_and_nan_lowest() -> None:
     assert best_index(torch.tensor([NAN, NAN])) == 0
 
 
-def test_selection_miou_averages_the_classes_present_in_the_ground_truth() -> None:
+def test_one_miou_for_validation_test_and_reports_on_the_issue_example() -> None:
+    # issue 27, item 1: target [[0,0,1,1]], prediction [[0,0,1,2]], 3 classes; class 2
+    # has no ground truth but is predicted once. IoU per class: 1, 0.5, 0.
+    target = torch.tensor([[0, 0, 1, 1]])
+    pred = torch.tensor([[0, 0, 1, 2]])
+    sweep = ThresholdSweep(3, [0.5])
+    sweep.update(pred[None], target)
+    cm = sweep.compute()["confmat"]
+    iou = iou_from_confmat(cm[0])
+    assert iou.tolist() == pytest.approx([1.0, 0.5, 0.0])
+    # the rejected definition (the mean over the classes present in the ground truth,
+    # validation's figure before): 0.75
+    assert float(iou[present_classes(cm)].mean()) == pytest.approx(0.75)
+    # the one in use (mmsegmentation's IoUMetric: NaN-ignoring mean over classes with a
+    # non-zero union): 0.50 on validation's sweep, the threshold choice, test's dict
+    assert float(miou_from_confmat(cm)[0]) == pytest.approx(0.5)
+    assert float(sweep.compute()["miou"].reshape(-1)[0]) == pytest.approx(0.5)
+    assert choose(cm, [0.5], 3).val_miou_global == pytest.approx(0.5)
+    assert metrics_dict(cm[0], ["bg", "a", "b"])["miou"] == pytest.approx(0.5)
+    assert "50.00" in format_table(iou, ["bg", "a", "b"])
+
+
+def test_a_class_absent_from_ground_truth_counts_where_predicted() -> None:
     # class 2 has no ground truth: predicted at the first threshold, not at the second
     cms = torch.tensor(
         [
@@ -65,13 +88,10 @@ def test_selection_miou_averages_the_classes_present_in_the_ground_truth() -> No
         ]
     )
     cms[0, 1, 2] = 2  # two person pixels labelled as class 2
-    # nanmean over all classes: 0 counts at t0 (class 2 predicted) and drops out at t1
-    assert mean_iou(iou_from_confmat(cms)).tolist() == pytest.approx(
-        [(1 + 0.5 + 0) / 3, (4 / 6 + 0.5) / 2]
-    )
-    # the fixed class set (0, 1) scores both on the same classes
-    assert selection_miou(cms).tolist() == pytest.approx([(1 + 0.5) / 2, (4 / 6 + 0.5) / 2])
-    assert math.isnan(float(selection_miou(torch.zeros(2, 2, dtype=torch.int64))))
+    expected = [(1 + 0.5 + 0) / 3, (4 / 6 + 0.5) / 2]
+    assert mean_iou(iou_from_confmat(cms)).tolist() == pytest.approx(expected)
+    assert miou_from_confmat(cms).tolist() == pytest.approx(expected)
+    assert math.isnan(float(miou_from_confmat(torch.zeros(2, 2, dtype=torch.int64))))
 
 
 def _fake_outputs() -> tuple[torch.Tensor, torch.Tensor]:

@@ -475,12 +475,65 @@ def test_tiny_panoptic_training_writes_ap_into_metrics_json(tmp_path: Path, fusi
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
         assert evaluated["threshold"] is None and evaluated["miou"] is not None
-        # and with the semantic head averaged over the mirror image
-        cmd[-2:] = ["tta_hflip=true", f"hydra.run.dir={tmp_path / 'eval_tta'}"]
+        # the figures are the semantic head's argmax, computed here without the fusion
+        expected = _head_argmax_confmat(module, run, tmp_path / "data", tta=False)
+        assert evaluated["confusion_matrix"] == expected.tolist()
+        # and with the semantic head averaged over the mirror image, still fusion semantic
+        cmd[-1:] = ["tta_hflip=true", f"hydra.run.dir={tmp_path / 'eval_tta'}"]
+        assert "fusion_method=semantic" in cmd
         proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         evaluated = json.loads((tmp_path / "eval_tta" / "metrics.json").read_text())
-        assert evaluated["threshold"] is not None and evaluated["miou"] is not None
+        assert evaluated["threshold"] is None
+        expected = _head_argmax_confmat(module, run, tmp_path / "data", tta=True)
+        assert evaluated["confusion_matrix"] == expected.tolist()
+    # the AP figures are those of the tested (best) checkpoint's instances on the test split
+    assert metrics["ap"] == pytest.approx(_test_ap(module, run, tmp_path / "data"), nan_ok=True)
+
+
+def _test_split(run: Path, root: Path) -> list:
+    from fashionseg.data.datamodule import FashionDataModule
+
+    data = FashionDataModule(
+        root=str(root), task="clothing", manifest=str(run / "split.json"), instances="components"
+    )
+    data.setup("test")
+    return list(data.dataset("test"))
+
+
+def _head_argmax_confmat(module: MaskRCNNModule, run: Path, root: Path, tta: bool) -> torch.Tensor:
+    """The test split's confusion matrix of the semantic head's own argmax, one photo at a
+    time (with ``tta``: the mean of the photo's and its mirror image's probabilities)."""
+    from fashionseg.metrics import ThresholdSweep
+
+    module.eval()
+    module.net.tta_hflip = False
+    sweep = ThresholdSweep(module.task.num_classes, [0.5], ignore_index=IGNORE_INDEX)
+    with torch.no_grad():
+        for image, target in _test_split(run, root):
+            image = image.float() / 255 if image.dtype == torch.uint8 else image
+            probs = module.net([image])[0]["sem_probs"]
+            if tta:
+                mirror = module.net([image.flip(-1)])[0]["sem_probs"].flip(-1)
+                probs = (probs + mirror) / 2
+            sweep.update(probs.argmax(0)[None], target["semantic"])
+    return sweep.compute()["confmat"][0]
+
+
+def _test_ap(module: MaskRCNNModule, run: Path, root: Path) -> dict:
+    from fashionseg.metrics import ap_summary, gt_instances, instance_ap_metric, predicted_instances
+
+    module.eval()
+    metric = instance_ap_metric()
+    with torch.no_grad():
+        for image, target in _test_split(run, root):
+            image = image.float() / 255 if image.dtype == torch.uint8 else image
+            output = module.net([image])[0]
+            truth = gt_instances(target["semantic"], module.task.num_classes, "components")
+            metric.update(
+                [predicted_instances(output, module.hparams.fusion["mask_threshold"])], [truth]
+            )
+    return ap_summary(metric.compute())
 
 
 # ------------------------------------------------- evaluate fusion_method=... (no model)

@@ -210,6 +210,8 @@ def test_single_file_input_still_works(tmp_path: Path, untrained_ckpt: Path) -> 
     assert "1 predicted, 0 already done" in proc.stdout
     assert Image.open(out / "x.png").size == (10, 7)
     header = json.loads((out / MANIFEST).read_text().splitlines()[0])
+    model = header.pop("model")  # the weights' and settings' sha256 (issue 27, item 6)
+    assert len(model) == 64 and int(model, 16) >= 0
     assert header == {
         "fashionseg_predict": 1,
         "ckpt": str(untrained_ckpt.resolve()),
@@ -482,3 +484,50 @@ def test_exif_rotated_photo_gives_outputs_at_its_displayed_size(
     predict(module, folder.iterdir(), out)
     assert Image.open(out / "phone.png").size == (4, 6)
     assert Image.open(out / "phone_overlay.jpg").size == (4, 6)
+
+
+def test_a_model_retrained_into_the_same_path_is_another_model(
+    module: SegmentationModule, tmp_path: Path
+) -> None:
+    # issue 27, item 6: same checkpoint path, task and threshold, other weights
+    import torch
+
+    from fashionseg.predict_engine import model_source
+
+    folder = photos(tmp_path / "photos", "a.jpg")
+    out = tmp_path / "out"
+    ckpt = tmp_path / "last.ckpt"
+    first = model_source(module, ckpt)
+    assert first == model_source(module, ckpt)  # the same model: the same record
+    predict(module, folder.iterdir(), out, source=first)
+    retrained = SegmentationModule(**dict(module.hparams))
+    retrained.load_state_dict(module.state_dict())
+    with torch.no_grad():
+        next(retrained.net.parameters()).add_(0.01)
+    second = model_source(retrained, ckpt)
+    assert {k: v for k, v in second.items() if k != "model"} == {
+        k: v for k, v in first.items() if k != "model"
+    }
+    before = tree_digest(out)
+    with pytest.raises(UsageError, match="holds predictions of another model"):
+        predict(retrained, folder.iterdir(), out, source=second)
+    assert tree_digest(out) == before
+    assert predict(retrained, folder.iterdir(), out, source=second, overwrite=True).written
+
+
+def test_a_later_run_with_a_name_differing_in_case_does_not_replace_it(
+    module: SegmentationModule, tmp_path: Path
+) -> None:
+    # issue 27, item 6: on macOS or Windows img.png would overwrite IMG.png
+    first = photos(tmp_path / "day1", "IMG.jpg")
+    second = photos(tmp_path / "day2", "img.jpg")
+    out = tmp_path / "out"
+    predict(module, first.iterdir(), out)
+    before = tree_digest(out)
+    with pytest.raises(UsageError) as err:
+        predict(module, second.iterdir(), out)
+    assert str(err.value).startswith(
+        f"{out / 'IMG.png'}: was written for the photo {(first / 'IMG.jpg').resolve()}, not "
+        f"{second / 'img.jpg'}"
+    )
+    assert tree_digest(out) == before

@@ -91,7 +91,7 @@ def test_every_row_composes_and_builds(row: str, task: str) -> None:
         cfg = compose("train", overrides=overrides)
     assert cfg.data.root == "../shared/data/ccp-fashion600" and cfg.task.name == task
     datamodule = instantiate(cfg.data)  # reads nothing until setup
-    assert datamodule.task == task
+    assert datamodule.task.name == task
     module = instantiate(cfg.model, _recursive_=False)
     assert module.task.name == task
     assert module.hparams.net["weights"] == "none"  # every row trains from random init

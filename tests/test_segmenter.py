@@ -172,3 +172,36 @@ def test_importing_the_package_does_not_import_torch() -> None:
     import fashionseg.segmenter
 
     assert fashionseg.Segmenter is fashionseg.segmenter.Segmenter  # by the package's __getattr__
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".tif"])
+@pytest.mark.parametrize("orientation", [None, 6])
+def test_every_format_reads_the_same_as_path_and_as_pil_image(
+    segmenter: Segmenter, tmp_path: Path, suffix: str, orientation: int | None
+) -> None:
+    # issue 27, item 4: Pillow's TIFF loader applies Orientation=6 itself on load, so a
+    # PIL image turned by the tag read before loading came out turned twice (W x H)
+    from fashionseg.data.photo import photo_rgb
+
+    stored = np.random.default_rng(7).integers(0, 256, (20, 30, 3), dtype=np.uint8)  # 30 wide
+    path = tmp_path / f"photo{suffix}"
+    kwargs = {}
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        kwargs["exif"] = exif.tobytes()
+    Image.fromarray(stored).save(path, **kwargs)
+    shape = (30, 20) if orientation == 6 else (20, 30)  # rows x columns as displayed
+    from_path = photo_rgb(path)
+    with Image.open(path) as img:
+        from_pil = photo_rgb(img)
+    assert from_path.shape == from_pil.shape == (*shape, 3)
+    assert np.array_equal(from_pil, from_path)
+    if suffix != ".jpg":  # lossless: the pixels are the stored ones, turned once
+        turned = np.rot90(stored, k=-1) if orientation == 6 else stored
+        assert np.array_equal(from_path, turned)
+    label_path = segmenter(path)
+    with Image.open(path) as img:
+        label_pil = segmenter(img)
+    assert label_path.shape == label_pil.shape == shape
+    assert torch.equal(label_path, label_pil)

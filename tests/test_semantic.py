@@ -13,7 +13,6 @@ from fashionseg.data.datamodule import collate
 from fashionseg.model.checkpoint import load_module
 from fashionseg.model.module import MaskRCNNModule, NonFiniteLossError
 from fashionseg.model.semantic import IGNORE, SemanticModule, build_semantic
-from fashionseg.model.tta import mirror_within
 
 NET = {"arch": "lraspp_mobilenet_v3_large", "weights": "none", "min_size": 40, "max_size": 60}
 
@@ -125,9 +124,13 @@ def test_flip_tta_averages_the_logits_of_photo_and_mirror(tmp_path: Path) -> Non
     tta.load_state_dict(plain.state_dict())
     images, _ = batch()
     x, _, sizes = plain._batch(images)
+    # the expectation without the code under test: the mirror images batched as photos
+    # of their own (padding at the right and bottom, as for any photo), the network's
+    # output for each cropped to its photo and flipped back
+    x_mirror, _, mirror_sizes = plain._batch([image.flip(-1) for image in images])
+    assert mirror_sizes == sizes
     with torch.no_grad():
-        mirrored = mirror_within(plain.net(mirror_within(x, sizes))["out"], sizes)
-        logits = (plain.net(x)["out"] + mirrored) / 2
+        out, out_mirror = plain.net(x)["out"], plain.net(x_mirror)["out"]
         probs = tta(images)
         assert not torch.allclose(probs[0], plain(images)[0])
         # each photo is mirrored inside its own region, so the mirror image's TTA map is
@@ -137,9 +140,9 @@ def test_flip_tta_averages_the_logits_of_photo_and_mirror(tmp_path: Path) -> Non
     for p, f in zip(probs, flipped, strict=True):
         torch.testing.assert_close(f.flip(-1), p, rtol=0, atol=1e-5)
     for i, (h, w) in enumerate(sizes):
-        crop = logits[i : i + 1, :, :h, :w]
-        full = torch.nn.functional.interpolate(crop, images[i].shape[-2:], mode="bilinear")
-        torch.testing.assert_close(probs[i], full[0].softmax(0))
+        crop = (out[i, :, :h, :w] + out_mirror[i, :, :h, :w].flip(-1)) / 2
+        full = torch.nn.functional.interpolate(crop[None], images[i].shape[-2:], mode="bilinear")
+        torch.testing.assert_close(probs[i], full[0].softmax(0), rtol=1e-4, atol=1e-5)
     ckpt = tmp_path / "tta.ckpt"
     torch.save({"hyper_parameters": dict(tta.hparams), "state_dict": tta.state_dict()}, ckpt)
     assert load_module(ckpt).tta_hflip

@@ -43,6 +43,29 @@ def sample(seed: int = 0, dtype: torch.dtype = torch.uint8) -> tuple[torch.Tenso
     return image, torch.from_numpy(labels).long()
 
 
+CODES = torch.tensor(
+    [[0, 0, 0], [250, 0, 0], [0, 250, 0], [0, 0, 250], [250, 250, 0], [0, 250, 250]]
+    + [[250, 0, 250]] * 250,  # ids 6.. never appear; IGNORE_INDEX (255) is grey below
+    dtype=torch.float64,
+)
+CODES[IGNORE_INDEX] = torch.tensor([125.0, 125.0, 125.0])
+
+
+def coded_sample() -> tuple[torch.Tensor, torch.Tensor]:
+    """``sample``'s label map at 4x (48 x 64), and a photo whose colour is its class."""
+    _, semantic = sample()
+    semantic = semantic.repeat_interleave(4, 0).repeat_interleave(4, 1)
+    image = CODES[semantic].permute(2, 0, 1).round().to(torch.uint8)
+    return image, semantic
+
+
+def decode(image: torch.Tensor) -> torch.Tensor:
+    """The class whose colour (of ``CODES``' ids 0-5 and ignore) is nearest each pixel's."""
+    ids = torch.tensor([0, 1, 2, 3, 4, 5, IGNORE_INDEX])
+    pixels = image.double().permute(1, 2, 0)[..., None, :]  # H x W x 1 x 3
+    return ids[((pixels - CODES[ids]) ** 2).sum(-1).argmin(-1)]
+
+
 def assert_consistent(image: torch.Tensor, semantic: torch.Tensor, instances: str) -> None:
     """Instances derived from the augmented label map: tight boxes, masks inside their class."""
     target = mask_to_target(semantic, 7, instances)
@@ -87,13 +110,27 @@ def test_hflip_exact() -> None:
 @pytest.mark.parametrize("seed", range(5))
 def test_scale_and_flip_stay_consistent(instances: str, seed: int) -> None:
     torch.manual_seed(seed)
-    image, semantic = sample(seed)
+    image, semantic = coded_sample()
+    transform = build_train_transforms(hflip=0.5, scale_jitter=[0.5, 1.5])
+    out_image, out = augment(transform, image, semantic)
+    assert out_image.dtype == torch.uint8 and out.dtype == torch.int64
+    assert set(out.unique().tolist()) <= set(semantic.unique().tolist())  # nearest: ids kept
+    assert_consistent(out_image, out, instances)
+    # the photo's colours say its class: the label map must still sit on the same pixels
+    # (a flip or scale applied to the photo but not to the label map leaves ~half of
+    # them disagreeing; bilinear edges cost a few per cent)
+    agree = float((decode(out_image) == out).double().mean())
+    assert agree > 0.9, f"photo and label map disagree on {1 - agree:.0%} of the pixels"
+
+
+def test_scale_and_flip_keep_colour_jittered_photos_in_range() -> None:
+    torch.manual_seed(0)
+    image, semantic = sample()
     transform = build_train_transforms(hflip=0.5, scale_jitter=[0.5, 1.5], color_jitter=0.3)
     out_image, out = augment(transform, image, semantic)
     assert out_image.dtype == torch.float32 and out.dtype == torch.int64
     assert float(out_image.min()) >= 0.0 and float(out_image.max()) <= 1.0
-    assert set(out.unique().tolist()) <= set(semantic.unique().tolist())  # nearest: ids kept
-    assert_consistent(out_image, out, instances)
+    assert out_image.shape[-2:] == out.shape
 
 
 def test_scale_sizes_and_resampling() -> None:

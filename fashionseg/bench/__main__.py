@@ -45,6 +45,7 @@ from typing import Any
 from fashionseg.bench.cpu import format_report, run
 from fashionseg.bench.harness import SIZES, parse_size
 from fashionseg.bench.predict import format_predict_report, predict_benchmark
+from fashionseg.tasks import builtin_task_names
 
 
 # ---------------------------------------------------------------------- command line
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="timed steps per round")
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--task", choices=("person", "clothing"), default="clothing")
+    parser.add_argument("--task", choices=builtin_task_names(), default="clothing")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--predict", action="store_true", help="the predict benchmark")

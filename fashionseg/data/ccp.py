@@ -1,7 +1,7 @@
 """Convert a checkout of the Clothing Co-Parsing (CCP) dataset into the project's layout.
 
-    python -m fashionseg.data.ccp --src CCP_CHECKOUT --out DIR [--size 400x600] [--overwrite]
-                                  [--sources ccp-fashion600/sources.csv]
+    python -m fashionseg.data.convert ccp --src CCP_CHECKOUT --out DIR [--size 400x600]
+        [--overwrite] [--sources ccp-fashion600/sources.csv]   (or: python -m fashionseg.data.ccp)
 
 CCP (W. Yang, P. Luo, L. Lin, CVPR 2014; Apache-2.0) publishes ``photos/NNNN.jpg``,
 ``annotations/pixel-level/NNNN.mat`` (variable ``groundtruth``: one tag number per pixel)
@@ -29,6 +29,7 @@ import scipy.io
 from PIL import Image
 from tqdm import tqdm
 
+from fashionseg.data.annotations import ConversionError
 from fashionseg.files import atomic_write, save_label_png, write_text
 from fashionseg.tasks import get_task
 
@@ -104,10 +105,6 @@ CLASS_OF_TAG: dict[str, int] = {
         0,
     ),
 }
-
-
-class ConversionError(ValueError):
-    """A CCP checkout that cannot be converted; the message names the file."""
 
 
 def read_tag_names(path: Path) -> list[str]:
@@ -256,11 +253,9 @@ def _parse_size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
-    parser = argparse.ArgumentParser(
-        prog="python -m fashionseg.data.ccp", description=__doc__.split("\n\n")[0]
-    )
+def main(argv: list[str] | None = None, prog: str = "python -m fashionseg.data.ccp") -> int:
+    """Command-line entry point (also ``python -m fashionseg.data.convert ccp``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--src", required=True, help="CCP checkout (photos/, annotations/)")
     parser.add_argument("--out", required=True, help="output dataset directory")
     parser.add_argument("--size", type=_parse_size, default=(400, 600), help="W x H")

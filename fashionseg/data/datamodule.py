@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import distributed as dist
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from fashionseg.data.dataset import FashionDataset
 from fashionseg.data.io import DataError, MaskRules, check_dataset, find_samples, raise_problems
@@ -21,6 +20,46 @@ from fashionseg.files import write_json
 from fashionseg.tasks import Task, get_task
 
 SPLITS = ("train", "val", "test")
+
+
+class EvalSampler(DistributedSampler):
+    """Every photo of an evaluation split exactly once, over however many processes there
+    are *when it is iterated* (rank ``r`` of ``n`` takes photos ``r, r + n, ...``).
+
+    Lightning's own DistributedSampler pads a split that does not divide by repeating
+    photos (3 photos on 2 ranks: one scored twice), and a loader built before the
+    process group exists (``evaluate`` under ``ddp_spawn``) cannot know its rank.
+    Being a DistributedSampler, Lightning leaves it in place; outside a multi-process
+    run it yields every photo in order.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:  # no super().__init__: no group needed
+        self.dataset = dataset
+        self.epoch, self.seed, self.shuffle, self.drop_last = 0, 0, False, False
+
+    @staticmethod
+    def _group() -> tuple[int, int]:
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size(), dist.get_rank()
+        return 1, 0
+
+    @property
+    def num_replicas(self) -> int:  # type: ignore[override]
+        return self._group()[0]
+
+    @property
+    def rank(self) -> int:  # type: ignore[override]
+        return self._group()[1]
+
+    def _indices(self) -> range:
+        world, rank = self._group()
+        return range(rank, len(self.dataset), world)  # type: ignore[arg-type]
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self._indices())
+
+    def __len__(self) -> int:
+        return len(self._indices())
 
 
 def collate(batch: list[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
@@ -110,7 +149,7 @@ class FashionDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str,
-        task: str = "person",
+        task: str | Mapping[str, Any] | Task = "person",
         split: Sequence[float] = (0.5, 0.1, 0.4),
         seed: int = 0,
         manifest: str | None = None,
@@ -132,18 +171,18 @@ class FashionDataModule(L.LightningDataModule):
         generate: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        task = task.name if isinstance(task, Task) else str(task)
-        get_task(task)
+        label_set = get_task(task)
         check_instances(instances, "data.instances")
         split = check_ratios(split)
-        MaskRules(ignore_index, binary_255).check(task)
+        MaskRules(ignore_index, binary_255).check(label_set)
         scale_jitter = [float(s) for s in scale_jitter] if scale_jitter else None
         crop = [float(s) for s in crop] if crop else None
         generate = dict(generate) if generate else None
         self.save_hyperparameters(
             {
                 "root": str(root),
-                "task": task,
+                # the whole label set, as the model's hyper-parameter ``task`` holds it
+                "task": label_set.to_config(),
                 "split": split,
                 "seed": int(seed),
                 "manifest": str(manifest) if manifest else None,
@@ -166,7 +205,7 @@ class FashionDataModule(L.LightningDataModule):
             }
         )
         self.root = Path(root)
-        self.task = task
+        self.task = label_set
         self.split_stems: dict[str, list[str]] = {}
         self._datasets: dict[str, FashionDataset] = {}
 
@@ -184,7 +223,7 @@ class FashionDataModule(L.LightningDataModule):
         self.prepare_data()
         rules = MaskRules(self.hparams.ignore_index, self.hparams.binary_255)
         raise_problems(
-            check_dataset(self.root, self.task, rules), f"{self.root} (task {self.task})"
+            check_dataset(self.root, self.task, rules), f"{self.root} (task {self.task.name})"
         )
         stems = [s.stem for s in find_samples(self.root, self.task)]
         if self.hparams.manifest:
@@ -198,7 +237,7 @@ class FashionDataModule(L.LightningDataModule):
         if not self.split_stems:
             self.setup()
         data = {
-            "task": self.task,
+            "task": self.task.name,
             "seed": self.hparams.seed,
             "split": self.hparams.split,
         }
@@ -239,11 +278,8 @@ class FashionDataModule(L.LightningDataModule):
         hp = self.hparams
         train = split == "train"
         dataset = self.dataset(split)
-        sampler = None
-        if not train and dist.is_available() and dist.is_initialized():
-            # Lightning's default DistributedSampler pads evaluation splits by repeating
-            # photos to fill every rank, which would count them twice in the IoU.
-            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
+        # evaluation: each photo once on whichever rank (see EvalSampler)
+        sampler = None if train else EvalSampler(dataset)
         return DataLoader(
             dataset,
             batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from fashionseg.data.folders import no_photos, scan_masks, scan_photos, unpaired
 from fashionseg.data.io import DataError, MaskRules, check_mask, photo_info, shown
 from fashionseg.data.targets import IGNORE_INDEX
-from fashionseg.tasks import TASKS, Task, get_task
+from fashionseg.tasks import Task, TaskError, get_task, resolve_task
 
 
 @dataclass
@@ -183,7 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("root", type=Path, help="dataset root (images/, person/, clothes/)")
     parser.add_argument(
-        "--task", choices=[*TASKS, "both"], default="both", help="mask kind(s) to check"
+        "--task",
+        default="both",
+        help="the label set to check: a task name (conf/task/NAME.yaml, or in --config-dir), "
+        "a task YAML file, or both (person and clothing; the default)",
+    )
+    parser.add_argument(
+        "--config-dir", type=Path, help="a config folder whose task/NAME.yaml defines --task"
     )
     parser.add_argument(
         "--ignore-index",
@@ -197,7 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="true: 255 is the person in 0/255 masks; false: 255 is ignored (data.binary_255)",
     )
     args = parser.parse_args(argv)
-    tasks = list(TASKS) if args.task == "both" else [args.task]
+    names = ["person", "clothing"] if args.task == "both" else [args.task]
+    try:
+        tasks = [resolve_task(name, args.config_dir) for name in names]
+    except TaskError as err:
+        parser.error(str(err))
     binary = None if args.binary_255 is None else args.binary_255 == "true"
     rules = MaskRules(args.ignore_index, binary)
     report = inspect_dataset(args.root, tasks, progress=True, rules=rules)

@@ -59,6 +59,7 @@ from fashionseg.data.photo import (  # noqa: F401  (re-exported: one home, data.
     displayed,
     image_size,
     photo_info,
+    photo_rgb,
     read_photo,
     shown,
     to_rgb8,
@@ -279,15 +280,46 @@ def distinct_values(values: np.ndarray) -> set[int]:
     return {int(v) + lo for v in np.flatnonzero(counts)}
 
 
+def map_source_ids(
+    values: np.ndarray, listed: set[int], path: Path, task: Task
+) -> tuple[np.ndarray, set[int]]:
+    """The task's ``source_ids`` applied: mask values -> class ids (ignored values, not in
+    ``listed``, stay as they are). A value without a mapping is a DataError naming the
+    values (``unmapped_source: ignore``: such pixels become -1, ignored)."""
+    mapping = task.source_map()
+    unmapped = sorted(listed - set(mapping))
+    if unmapped and task.unmapped_source != "ignore":
+        raise DataError(
+            f"{shown(path)}: mask value(s) {unmapped[:10]} have no class in task "
+            f"{task.name!r}'s source_ids (mapped: {sorted(mapping)[:20]}); map them, or set "
+            "unmapped_source: ignore"
+        )
+    lo = min(int(values.min()), 0) if values.size else 0
+    hi = max([int(values.max()) if values.size else 0, *mapping])
+    lut = np.arange(lo, hi + 1, dtype=np.int64)  # unlisted values (ignored ones) kept
+    for value in listed:
+        lut[value - lo] = mapping.get(value, -1)
+    mapped = lut[values.astype(np.int64) - lo]
+    return mapped, {mapping[v] for v in listed if v in mapping}
+
+
 def ids_from_values(values: np.ndarray, path: Path, task: Task, rules: MaskRules) -> np.ndarray:
     """Checked uint8 class ids (ignored pixels: :data:`IGNORE_INDEX`) from raw mask values."""
     listed = distinct_values(values)
-    if rules.binary_255 is None and 255 in listed and listed <= {0, 255}:
+    if (
+        rules.binary_255 is None
+        and 255 in listed
+        and listed <= {0, 255}
+        and 255 not in task.source_map()
+    ):
         raise DataError(_binary_hint(path, task, rules))
     if rules.binary_255:
         values = np.where(values == 255, 1, values)
         listed = {1 if v == 255 else v for v in listed}
     ignored_values = {-1} if rules.ignore_index is None else {-1, rules.ignore_index}
+    if task.source_ids:
+        values, listed = map_source_ids(values, listed - ignored_values, path, task)
+        listed |= {v for v in ignored_values if (values == v).any()}
     kept = listed - ignored_values
     if values.size and not kept:
         raise DataError(

@@ -89,7 +89,11 @@ def _orientation(img: Image.Image) -> int:
 
 
 def displayed(img: Image.Image) -> Image.Image:
-    """A PIL image turned as its EXIF orientation tag says (how viewers show it)."""
+    """A PIL image turned as its EXIF orientation tag says (how viewers show it).
+
+    The image is loaded first: Pillow's TIFF loader applies the orientation itself while
+    loading and drops the tag, so a tag read before loading would turn it twice."""
+    img.load()
     turn = _ORIENTATIONS.get(_orientation(img))
     return img.transpose(turn) if turn is not None else img
 
@@ -121,7 +125,6 @@ def _decode(path: Path) -> tuple[Image.Image, int]:
         raise DataError(
             f"{shown(path)}: unreadable, corrupt or truncated image ({_reason(err)})"
         ) from None
-    # TIFF applies its orientation while loading and drops the tag; others keep it.
     return displayed(img), tagged
 
 
@@ -183,6 +186,37 @@ def read_photo(path: str | Path) -> tuple[np.ndarray, PhotoInfo]:
     img, orientation = _decode(path)
     rgb = to_rgb8(img, path)
     return rgb, PhotoInfo((rgb.shape[1], rgb.shape[0]), orientation, img.mode)
+
+
+def photo_rgb(photo: str | os.PathLike[str] | Image.Image | np.ndarray) -> np.ndarray:
+    """The one reading of a photo for every entry point: H x W x 3 uint8 RGB as displayed.
+
+    A path is decoded by :func:`read_photo`; a PIL image is loaded, turned by its EXIF
+    orientation (:func:`displayed`: once, also for TIFF) and converted by :func:`to_rgb8`;
+    a NumPy array must be H x W x 3 uint8 (RGB) already and is returned as it is. A
+    problem with a path or PIL image is a DataError naming it; a wrong array shape a
+    ValueError; anything else a TypeError. (Tensors are the caller's: no torch here.)
+    """
+    if isinstance(photo, str | os.PathLike):
+        return read_photo(photo)[0]
+    if isinstance(photo, Image.Image):
+        name = getattr(photo, "filename", "") or "PIL image"
+        try:
+            img = displayed(photo)
+        except Exception as err:  # a lazily opened, corrupt or truncated file
+            raise DataError(f"{shown(name)}: unreadable image ({_reason(err)})") from None
+        return to_rgb8(img, name)
+    if isinstance(photo, np.ndarray):
+        if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
+            raise ValueError(
+                f"a NumPy photo must be H x W x 3 uint8 (RGB), got shape {photo.shape} "
+                f"{photo.dtype}"
+            )
+        return photo
+    raise TypeError(
+        f"cannot read a {type(photo).__name__} as a photo: give a path, a PIL image or an "
+        "H x W x 3 uint8 NumPy array"
+    )
 
 
 def photo_info(path: str | Path) -> PhotoInfo:

@@ -26,9 +26,12 @@ from omegaconf import Container, OmegaConf
 from torch import Tensor
 
 from fashionseg.data.targets import IGNORE_INDEX
-from fashionseg.metrics import ThresholdSweep, metrics_dict, selection_miou
+from fashionseg.metrics import ThresholdSweep, metrics_dict, miou_from_confmat
 from fashionseg.model.schedule import build_scheduler
-from fashionseg.tasks import get_task
+from fashionseg.tasks import Task, get_task
+
+# the trainer.callback_metrics keys of what spawned processes hand the main one
+HANDOVER = "fashionseg/"
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {
     "_target_": "torch.optim.SGD",
@@ -64,7 +67,7 @@ class SegmentationBase(L.LightningModule):
 
     def __init__(
         self,
-        task: str = "person",
+        task: str | Mapping[str, Any] | Task = "person",
         net: Mapping[str, Any] | None = None,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
@@ -79,16 +82,19 @@ class SegmentationBase(L.LightningModule):
             )
         super().__init__()
         net, optimizer, scheduler = (_plain(x) for x in (net, optimizer, scheduler))
+        # the whole label set is saved (a checkpoint carries its classes and colours);
+        # a name alone (checkpoints from before label sets were config) names a built-in
+        label_set = get_task(task)
         self.save_hyperparameters(
             {
-                "task": task,
+                "task": label_set.to_config(),
                 "net": dict(net or {}),
                 "optimizer": dict(optimizer or DEFAULT_OPTIMIZER),
                 "scheduler": dict(scheduler or {}),
                 **settings,
             }
         )
-        self.task = get_task(task)
+        self.task = label_set
         self.net = self.build_net(self.hparams.net)
         num_classes = self.task.num_classes
         # validation's mIoU of the setting in use (kept in checkpoints: the best
@@ -134,8 +140,8 @@ class SegmentationBase(L.LightningModule):
 
     def validated_setting(self, result: dict[str, Any]) -> dict[str, Any]:
         """From the validation sweep's ``result``: ``index`` (the column in use) and
-        ``val_miou`` (its mIoU over the classes present), plus what a subclass adds."""
-        return {"index": 0, "val_miou": float(selection_miou(result["confmat"]).reshape(-1)[0])}
+        ``val_miou`` (its mIoU), plus what a subclass adds."""
+        return {"index": 0, "val_miou": float(miou_from_confmat(result["confmat"]).reshape(-1)[0])}
 
     def test_settings(self) -> dict[str, Any]:
         """What the test label maps were made with, for :func:`fashionseg.metrics.metrics_dict`."""
@@ -177,6 +183,11 @@ class SegmentationBase(L.LightningModule):
         }
 
     # ---------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        # fresh counts in this process's own memory: under ddp_spawn the module's tensors
+        # reach every worker in shared memory, where the ranks' counts would add up twice
+        self.val_sweep.reset()
+
     def validation_step(self, batch: Batch, batch_idx: int) -> list[Tensor]:
         """Score the batch; returns its ``[columns, H, W]`` label maps (for callbacks)."""
         images, targets = batch
@@ -198,8 +209,45 @@ class SegmentationBase(L.LightningModule):
         if not self.trainer.sanity_checking:
             self.val_miou.fill_(setting["val_miou"])
         self.last_val_result = {**result, **setting}
+        if self.trainer.state.fn == "validate":  # trainer.validate: evaluate's re-choice
+            self.hand_over("validation", self._validation_handover(self.last_val_result))
+
+    # ------------------------------------------------ results of spawned processes
+    def hand_over(self, name: str, value: Any) -> None:
+        """Give ``value`` (plain values and tensors) to the main process of a spawned run.
+
+        Under ``ddp_spawn`` the stages run in worker processes and the main process's
+        module never sees their results; Lightning sends rank 0's
+        ``trainer.callback_metrics`` back (``torch.save``, loaded ``weights_only``), so
+        the value travels there under a ``fashionseg/`` key. :meth:`take_over` reads it.
+        """
+        self.trainer.callback_metrics[HANDOVER + name] = value
+
+    def _validation_handover(self, result: dict[str, Any]) -> dict[str, Any]:
+        """What the main process needs of a ``trainer.validate``: the module's own buffers
+        (validation's choice) and the sweep's figures."""
+        keep = ("miou", "index", "val_miou", "thresholds")
+        return {
+            "buffers": {k: v.detach().cpu() for k, v in self.named_buffers(recurse=False)},
+            "result": {k: v for k, v in result.items() if k in keep},
+        }
+
+    def take_over(self, trainer: L.Trainer) -> None:
+        """In the main process after a stage that ran in spawned processes: the test
+        results and validation's choice that rank 0 handed over (nothing when the stage
+        ran here: the module has them already)."""
+        got = trainer.callback_metrics
+        if self.test_results is None and HANDOVER + "test_results" in got:
+            self.test_results = got[HANDOVER + "test_results"]
+        validation = got.get(HANDOVER + "validation")
+        if self.last_val_result is None and validation is not None:
+            self.load_state_dict(validation["buffers"], strict=False)
+            self.last_val_result = dict(validation["result"])
 
     # ---------------------------------------------------------------------- test
+    def on_test_epoch_start(self) -> None:
+        self.test_scores.reset()  # this process's own counts (see on_validation_epoch_start)
+
     def test_step(self, batch: Batch, batch_idx: int) -> None:
         images, targets = batch
         for label_map, target in zip(self.predict_maps(images), targets, strict=True):
@@ -215,6 +263,9 @@ class SegmentationBase(L.LightningModule):
         self.log("test/pixel_accuracy", float(result["pixel_accuracy"].reshape(-1)[0]))
         for name, value in zip(self.task.class_names, result["iou"][0].tolist(), strict=True):
             self.log(f"test/iou/{name}", value)
+
+    def on_test_end(self) -> None:
+        self.hand_over("test_results", self.test_results)  # complete (AP included) by now
 
     # ------------------------------------------------------------------- predict
     def predict_step(self, batch: Any, batch_idx: int) -> list[Tensor]:

@@ -30,6 +30,8 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import misc as misc_nn_ops
 
+from fashionseg.model.roi_heads import IgnoreAwareRoIHeads
+
 WEIGHTS = ("auto", "coco", "imagenet", "none")
 log = logging.getLogger(__name__)
 ARCHS = (
@@ -236,7 +238,9 @@ def build_maskrcnn(
     :class:`fashionseg.model.panoptic.PanopticMaskRCNN`, whose head is always newly
     initialised (whatever ``weights``), ``semantic_channels`` wide and trained with
     cross-entropy times ``semantic_loss_weight`` beside the Mask R-CNN losses; with
-    ``tta_hflip`` evaluation averages its logits with the mirror image's.
+    ``tta_hflip`` evaluation averages its logits with the mirror image's. The RoI heads
+    are :class:`fashionseg.model.roi_heads.IgnoreAwareRoIHeads` (targets carrying
+    ``semantic`` leave its ignored pixels out of the mask loss).
     """
     if semantic_loss_weight < 0:
         raise ValueError(f"semantic_loss_weight must be >= 0, got {semantic_loss_weight}")
@@ -248,6 +252,9 @@ def build_maskrcnn(
             "model.net.semantic_head=true"
         )
     detector = build_detector(arch, num_classes, **detector)
+    # the same heads and weights; only the training mask loss leaves ignored pixels out
+    # (the subclass adds no state, so checkpoints are unchanged)
+    detector.roi_heads.__class__ = IgnoreAwareRoIHeads
     if not semantic_head:
         return detector
     from fashionseg.model.panoptic import PanopticMaskRCNN

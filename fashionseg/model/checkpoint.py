@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 
 from fashionseg.model.base import SegmentationBase
 from fashionseg.model.module import THRESHOLD_BUFFERS, MaskRCNNModule
-from fashionseg.tasks import get_task
+from fashionseg.tasks import Task, TaskError, get_task
 
 
 class CheckpointError(ValueError):
@@ -46,10 +47,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_module(path: str | Path, task: str | None = None, **overrides: Any) -> SegmentationBase:
+def load_module(
+    path: str | Path, task: str | Mapping[str, Any] | Task | None = None, **overrides: Any
+) -> SegmentationBase:
     """Rebuild the module of a checkpoint (Mask R-CNN or semantic), in eval mode on the CPU.
 
-    ``task``, when given, must match the checkpoint's task. ``overrides`` replace
+    ``task`` (a name, a task mapping or a Task), when given, must match the checkpoint's
+    label set: the same name, and the same classes where it is more than a name. The
+    module's ``task`` is the checkpoint's own label set (names, colours, mask folder);
+    a checkpoint that holds only a task name (written before label sets were config)
+    gets the built-in task of that name. ``overrides`` replace
     hyper-parameters (e.g. ``threshold=0.3`` or ``fusion={...}``); hyper-parameters the
     module does not take are left out (``threshold`` for an argmax model, and those of
     older checkpoints: ``log_images``, now a callback's, or the ``fusion`` and
@@ -59,16 +66,20 @@ def load_module(path: str | Path, task: str | None = None, **overrides: Any) -> 
 
 
 def module_from_checkpoint(
-    ckpt: dict[str, Any], path: str | Path, task: str | None = None, **overrides: Any
+    ckpt: dict[str, Any],
+    path: str | Path,
+    task: str | Mapping[str, Any] | Task | None = None,
+    **overrides: Any,
 ) -> SegmentationBase:
     """:func:`load_module` for a checkpoint already read by :func:`read_checkpoint`."""
     hparams = dict(ckpt["hyper_parameters"])
-    ckpt_task = get_task(hparams.get("task", "person"))
-    if task is not None and get_task(task).name != ckpt_task.name:
-        raise CheckpointError(
-            f"{path}: checkpoint is for task {ckpt_task.name!r} ({ckpt_task.num_classes} classes), "
-            f"not {task!r} ({get_task(task).num_classes} classes)"
-        )
+    try:
+        ckpt_task = get_task(hparams.get("task", "person"))
+    except TaskError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    if task is not None:
+        _check_task(path, ckpt_task, task)
+    hparams["task"] = ckpt_task.to_config()
     # The trained weights come from the state dict: never fetch pretrained ones here.
     hparams["net"] = {**hparams.get("net", {}), "weights": "none"}
     hparams.update({k: v for k, v in overrides.items() if v is not None})
@@ -86,6 +97,28 @@ def module_from_checkpoint(
             f"({module.task.num_classes} classes): {detail[:300]}"
         ) from None
     return module.eval()
+
+
+def _known_task(task: str | Mapping[str, Any] | Task) -> Task | None:
+    """The label set asked for: a mapping or Task as given, a name when it is a task file."""
+    if not isinstance(task, str):
+        return get_task(task)
+    try:
+        return get_task(task)
+    except ValueError:  # a name that is no task file: compared by name alone
+        return None
+
+
+def _check_task(path: str | Path, ckpt_task: Task, task: str | Mapping[str, Any] | Task) -> None:
+    """A CheckpointError unless ``task`` (asked for) is the checkpoint's label set."""
+    asked = _known_task(task)
+    name = task if isinstance(task, str) else get_task(task).name
+    if name != ckpt_task.name or (asked and asked.class_names != ckpt_task.class_names):
+        count = f" ({asked.num_classes} classes)" if asked else ""
+        raise CheckpointError(
+            f"{path}: checkpoint is for task {ckpt_task.name!r} ({ckpt_task.num_classes} classes), "
+            f"not {name!r}{count}"
+        )
 
 
 # buffers that checkpoints written before they existed lack: their defaults reproduce

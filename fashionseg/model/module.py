@@ -15,6 +15,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import lightning as L
 import torch
 from torch import Tensor
 
@@ -217,8 +218,9 @@ class MaskRCNNModule(SegmentationBase):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         images, targets = batch
-        keys = (*TARGET_KEYS, "semantic") if self.has_semantic_head else TARGET_KEYS
-        losses = self.net(images, [{k: t[k] for k in keys} for t in targets])
+        # semantic: the ignored pixels (left out of the mask loss) and the semantic head's target
+        keys = (*TARGET_KEYS, "semantic")
+        losses = self.net(images, [{k: t[k] for k in keys if k in t} for t in targets])
         total = self._checked_total(losses, batch_idx)
         batch_size = len(images)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=batch_size)
@@ -281,6 +283,18 @@ class MaskRCNNModule(SegmentationBase):
             "thresholds": list(thresholds),
         }
 
+    def _validation_handover(self, result: dict[str, Any]) -> dict[str, Any]:
+        out = super()._validation_handover(result)
+        if "choice" in result:
+            out["result"]["choice"] = result["choice"].as_dict()
+        return out
+
+    def take_over(self, trainer: L.Trainer) -> None:
+        super().take_over(trainer)
+        choice = (self.last_val_result or {}).get("choice")
+        if isinstance(choice, dict):
+            self.last_val_result["choice"] = ThresholdChoice.from_dict(choice)
+
     def choose_thresholds(self, confmat: Tensor) -> ThresholdChoice:
         """Choose the global (and, when asked, per-class) thresholds on this validation."""
         thresholds = self.hparams.thresholds
@@ -337,6 +351,7 @@ class MaskRCNNModule(SegmentationBase):
         }
 
     def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
         self.test_ap = None
         if not self.hparams.ap:
             return

@@ -174,8 +174,8 @@ class PanopticMaskRCNN(MaskRCNN):
                 raise ValueError("targets are needed in training mode")
             if any("semantic" not in t for t in targets):
                 raise ValueError("training the semantic head needs each target's 'semantic' map")
+            # targets keep ``semantic``: the RoI heads leave its ignored pixels out
             semantic = [t["semantic"] for t in targets]
-            targets = [{k: v for k, v in t.items() if k != "semantic"} for t in targets]
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         image_list, targets = self.transform(images, targets)
         if targets is not None:
