@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +44,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from fashionseg.cli import UsageError, run_cli, user_errors
-from fashionseg.predict_output import check_apart, outputs_for
+from fashionseg.predict_output import PredictSummary, check_apart, outputs_for
 from fashionseg.settings import check_settings
 
 if TYPE_CHECKING:  # loaded on first use (module __getattr__): see _LAZY
@@ -99,21 +98,6 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
-
-
-@dataclass
-class PredictSummary:
-    """What a predict run did."""
-
-    written: list[str] = field(default_factory=list)
-    skipped_existing: list[str] = field(default_factory=list)
-    skipped_invalid: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        return (
-            f"{len(self.written)} predicted, {len(self.skipped_existing)} already done, "
-            f"{len(self.skipped_invalid)} skipped (not readable images)"
-        )
 
 
 def list_inputs(path: str | Path) -> list[Path]:

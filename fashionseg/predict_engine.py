@@ -37,8 +37,13 @@ from tqdm import tqdm
 from fashionseg.cli import UsageError
 from fashionseg.data.io import DataError, read_image
 from fashionseg.model.base import SegmentationBase
-from fashionseg.predict import PredictSummary
-from fashionseg.predict_output import PhotoOutputs, PredictFolder, outputs_for, save_outputs
+from fashionseg.predict_output import (
+    PhotoOutputs,
+    PredictFolder,
+    PredictSummary,
+    outputs_for,
+    save_outputs,
+)
 from fashionseg.tasks import Task
 
 # predict's warnings (a photo skipped) keep the command line's logger name

@@ -47,7 +47,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -58,6 +58,22 @@ from PIL import Image
 from fashionseg.cli import UsageError
 from fashionseg.files import atomic_write, is_temp_of, save_label_png, write_text
 from fashionseg.overlay import overlay_rgb
+
+
+@dataclass
+class PredictSummary:
+    """What a predict run did."""
+
+    written: list[str] = field(default_factory=list)
+    skipped_existing: list[str] = field(default_factory=list)
+    skipped_invalid: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"{len(self.written)} predicted, {len(self.skipped_existing)} already done, "
+            f"{len(self.skipped_invalid)} skipped (not readable images)"
+        )
+
 
 MANIFEST = ".fashionseg-predict.jsonl"
 _RANK_LOG = re.compile(r"\.fashionseg-predict\.rank([1-9][0-9]*)\.jsonl")

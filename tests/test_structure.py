@@ -6,12 +6,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "fashionseg"
 MAX_LINES = 550
-# the one circle left, for the predict package of another change to break
-KNOWN = {frozenset({"fashionseg.predict", "fashionseg.predict_engine"})}
 
 
 def module_name(path: Path, package: Path = PACKAGE) -> str:
@@ -112,14 +108,6 @@ def test_imports_are_resolved(tmp_path: Path) -> None:
     assert circles(graph) == [frozenset({"fashionseg.sub.leaf", "fashionseg.top"})]
 
 
-def test_no_new_import_circle() -> None:
-    """No circle but the known one (predict <-> predict_engine)."""
-    assert [sorted(c) for c in circles(import_graph()) if c not in KNOWN] == []
-
-
-@pytest.mark.xfail(
-    strict=False, reason="predict <-> predict_engine: left for the predict package's change"
-)
 def test_no_import_circle_at_all() -> None:
     assert [sorted(c) for c in circles(import_graph())] == []
 
