@@ -268,7 +268,7 @@ def export_checkpoint(
         raise UsageError(f"out={out}: the exported file's name must end in .onnx")
     if quantize not in (None, "int8"):
         raise UsageError(f"quantize={quantize}: choose int8 (or leave it out for float32)")
-    for path in (out, sidecar_path(out)):
+    for path in (out, sidecar_path(out), card_path(out)):
         if path.exists() and not overwrite:
             raise UsageError(f"{path}: exists; pass overwrite=true to replace it")
     module = module_from_checkpoint(read_checkpoint(ckpt), ckpt).eval()
@@ -338,7 +338,15 @@ def export_checkpoint(
             "torch": torch.__version__,
         }
     write_json(sidecar_path(out), sidecar)
+    from fashionseg.reporting.model_card import write_model_card
+
+    write_model_card(card_path(out), run_dir_of(ckpt) or ckpt.parent, module.task)
     return sidecar
+
+
+def card_path(graph: Path) -> Path:
+    """The model card written beside an export: ``X.onnx`` -> ``X_MODEL_CARD.md``."""
+    return graph.with_name(f"{graph.stem}_MODEL_CARD.md")
 
 
 def model_facts(module: Any) -> dict[str, Any]:

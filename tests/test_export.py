@@ -210,6 +210,8 @@ def test_export_agrees_with_pytorch_and_describes_itself(
     assert sidecar["parity"]["photos"] == "3 validation photos"
     assert sidecar["parity"]["min_share"] >= 0.999
     assert sidecar["input"]["dtype"] == "uint8" and sidecar["quantize"] is None
+    card = out.with_name("model_MODEL_CARD.md").read_text()  # the model card beside it
+    assert all(name in card for name in module.task.class_names)
 
 
 @pytest.mark.slow
