@@ -281,12 +281,6 @@ class OnnxDemoModel:
         return text + f", score threshold {fixed:g} (fixed in the graph)"
 
 
-def run_dir_of(ckpt: str | Path) -> Path | None:
-    """The run directory a checkpoint lies in (``RUN/checkpoints/x.ckpt``), if it is one."""
-    run = Path(ckpt).resolve().parent.parent
-    return run if (run / "split.json").is_file() else None
-
-
 def example_photos(ckpt: str | Path, limit: int = 8) -> list[Path]:
     """The first ``limit`` test photos of the checkpoint's run (its ``split.json`` and its
     config's ``data.root``); empty when the checkpoint is not in a run directory or the
@@ -296,8 +290,9 @@ def example_photos(ckpt: str | Path, limit: int = 8) -> list[Path]:
     from omegaconf import OmegaConf
 
     from fashionseg.data.io import list_photos
+    from fashionseg.export import run_dir_of
 
-    run = run_dir_of(ckpt)
+    run = run_dir_of(Path(ckpt))
     config = None if run is None else run / ".hydra" / "config.yaml"
     if config is None or not config.is_file():
         return []
