@@ -31,6 +31,17 @@ from torch import Tensor
 from fashionseg.fusion import argmax_best, argmax_class_sweep, fuse_sweep, semantic_labels
 from fashionseg.metrics import iou_from_confmat, miou_from_confmat, present_classes
 
+# the module buffers that keep a Mask R-CNN model's threshold choice (a checkpoint
+# carries it; semantic checkpoints written while that module inherited the Mask R-CNN
+# one hold them too: loading drops them there)
+THRESHOLD_BUFFERS = (
+    "best_threshold",
+    "class_thresholds",
+    "use_class_thresholds",
+    "val_miou_global",
+    "val_miou_per_class",
+)
+
 
 def best_index(values: Tensor, prefer: int | None = None) -> int:
     """Index of the highest of ``values [T]`` (NaN lowest); ties go to ``prefer`` when it

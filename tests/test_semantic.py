@@ -150,7 +150,8 @@ def test_flip_tta_averages_the_logits_of_photo_and_mirror(tmp_path: Path) -> Non
 
 def test_siblings_only_the_mask_rcnn_module_has_threshold_machinery() -> None:
     from fashionseg.model.base import SegmentationBase
-    from fashionseg.model.module import THRESHOLD_BUFFERS, MaskRCNNModule, SegmentationModule
+    from fashionseg.model.module import MaskRCNNModule, SegmentationModule
+    from fashionseg.thresholds import THRESHOLD_BUFFERS
 
     assert SegmentationModule is MaskRCNNModule
     semantic = SemanticModule(task="clothing", net=NET)
@@ -173,7 +174,7 @@ def test_siblings_only_the_mask_rcnn_module_has_threshold_machinery() -> None:
 
 
 def test_checkpoints_from_when_it_inherited_mask_rcnn_still_load(tmp_path: Path) -> None:
-    from fashionseg.model.module import THRESHOLD_BUFFERS
+    from fashionseg.thresholds import THRESHOLD_BUFFERS
 
     module = SemanticModule(task="clothing", net=NET)
     state = {**module.state_dict(), **{k: torch.tensor(0.5) for k in THRESHOLD_BUFFERS}}

@@ -11,8 +11,9 @@ from typing import Any
 import torch
 
 from fashionseg.model.base import SegmentationBase
-from fashionseg.model.module import THRESHOLD_BUFFERS, MaskRCNNModule
+from fashionseg.model.module import MaskRCNNModule
 from fashionseg.tasks import Task, TaskError, get_task
+from fashionseg.thresholds import THRESHOLD_BUFFERS
 
 
 class CheckpointError(ValueError):

@@ -35,20 +35,11 @@ from fashionseg.model.builder import build_maskrcnn
 from fashionseg.postprocess import label_maps, raw_outputs
 from fashionseg.thresholds import InstanceCache, ThresholdChoice, choose
 
-__all__ = ["NonFiniteLossError", "SegmentationModule", "MaskRCNNModule", "THRESHOLD_BUFFERS"]
+__all__ = ["NonFiniteLossError", "SegmentationModule", "MaskRCNNModule"]
 
 DEFAULT_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
 TARGET_KEYS = ("boxes", "labels", "masks")
 log = logging.getLogger(__name__)
-# the buffers of validation's threshold choice (checkpoints of argmax models made before
-# the modules were siblings hold them too: loading drops them there)
-THRESHOLD_BUFFERS = (
-    "best_threshold",
-    "class_thresholds",
-    "use_class_thresholds",
-    "val_miou_global",
-    "val_miou_per_class",
-)
 
 
 def _rounded(values: Tensor) -> list[float]:

@@ -25,8 +25,8 @@ from torchvision.models import get_model, get_model_weights
 from fashionseg.data.targets import IGNORE_INDEX
 from fashionseg.model.base import SegmentationBase
 from fashionseg.model.builder import resolve_auto
-from fashionseg.model.module import THRESHOLD_BUFFERS
 from fashionseg.model.semantic_pipeline import MEAN, STD, SemanticPipeline, resized_size
+from fashionseg.thresholds import THRESHOLD_BUFFERS
 
 SEMANTIC_ARCHS = (
     "lraspp_mobilenet_v3_large",
