@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -62,8 +62,15 @@ class SegmentationBase(L.LightningModule):
         optimizer: an optimizer config with ``_target_`` (SGD with the seed report's
             lr 1e-4 and momentum 0.9 by default), built for the trainable parameters.
         scheduler: see :func:`fashionseg.model.schedule.build_scheduler`.
+        family: the model family a checkpoint's hyper-parameters name (saved from the
+            class's :attr:`family`); given (hyper-parameters read back), it must be the
+            class's own.
         **settings: the subclass's own hyper-parameters, saved after these (plain values).
     """
+
+    #: the model family saved in the hyper-parameters (``maskrcnn``, ``semantic``): what
+    #: :func:`fashionseg.model.checkpoint.load_module` rebuilds a checkpoint as
+    family: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -71,6 +78,7 @@ class SegmentationBase(L.LightningModule):
         net: Mapping[str, Any] | None = None,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
+        family: str | None = None,
         **settings: Any,
     ) -> None:
         # settings are the named parameters of the subclass's own constructor (a subclass
@@ -80,6 +88,11 @@ class SegmentationBase(L.LightningModule):
             raise TypeError(
                 f"{type(self).__name__} got unexpected settings: {', '.join(unexpected)}"
             )
+        if family is not None and family != type(self).family:
+            raise ValueError(
+                f"hyper-parameters of a {family!r} model given to {type(self).__name__} "
+                f"(family {type(self).family!r})"
+            )
         super().__init__()
         net, optimizer, scheduler = (_plain(x) for x in (net, optimizer, scheduler))
         # the whole label set is saved (a checkpoint carries its classes and colours);
@@ -87,6 +100,7 @@ class SegmentationBase(L.LightningModule):
         label_set = get_task(task)
         self.save_hyperparameters(
             {
+                "family": type(self).family,
                 "task": label_set.to_config(),
                 "net": dict(net or {}),
                 "optimizer": dict(optimizer or DEFAULT_OPTIMIZER),

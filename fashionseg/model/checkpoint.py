@@ -84,9 +84,7 @@ def module_from_checkpoint(
     # The trained weights come from the state dict: never fetch pretrained ones here.
     hparams["net"] = {**hparams.get("net", {}), "weights": "none"}
     hparams.update({k: v for k, v in overrides.items() if v is not None})
-    from fashionseg.model.semantic import SEMANTIC_ARCHS, SemanticModule
-
-    kind = SemanticModule if hparams["net"].get("arch") in SEMANTIC_ARCHS else MaskRCNNModule
+    kind = module_class(path, hparams)
     accepted = kind.accepted_settings()
     module = kind(**{k: v for k, v in hparams.items() if k in accepted})
     try:
@@ -98,6 +96,26 @@ def module_from_checkpoint(
             f"({module.task.num_classes} classes): {detail[:300]}"
         ) from None
     return module.eval()
+
+
+def module_class(path: str | Path, hparams: Mapping[str, Any]) -> type[SegmentationBase]:
+    """The LightningModule class of a checkpoint's ``hyper_parameters``: the one its
+    ``family`` names (saved since the modules are siblings: ``SegmentationBase.family``);
+    a checkpoint written before that is told by its ``net.arch`` (a semantic
+    architecture, or else Mask R-CNN)."""
+    from fashionseg.model.semantic import SEMANTIC_ARCHS, SemanticModule
+
+    families = {kind.family: kind for kind in (MaskRCNNModule, SemanticModule)}
+    family = hparams.get("family")
+    if family is None:  # an older checkpoint
+        arch = (hparams.get("net") or {}).get("arch")
+        return SemanticModule if arch in SEMANTIC_ARCHS else MaskRCNNModule
+    if family not in families:
+        raise CheckpointError(
+            f"{path}: unknown model family {family!r} in its hyper_parameters "
+            f"(known: {', '.join(sorted(families))})"
+        )
+    return families[family]
 
 
 def _known_task(task: str | Mapping[str, Any] | Task) -> Task | None:

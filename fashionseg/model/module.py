@@ -69,6 +69,8 @@ class MaskRCNNModule(SegmentationBase):
             :func:`fashionseg.data.targets.mask_to_target`).
     """
 
+    family = "maskrcnn"
+
     def __init__(
         self,
         *,

@@ -103,6 +103,8 @@ class SemanticModule(SegmentationBase):
     Pixels take the class of highest probability: there is no score threshold.
     """
 
+    family = "semantic"
+
     def build_net(self, settings: Mapping[str, Any]) -> nn.Module:
         self.register_buffer("mean", torch.tensor(MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(3, 1, 1), persistent=False)
