@@ -12,13 +12,13 @@ from torch.utils.data import DataLoader
 
 from fashionseg.data.datamodule import EvalSampler, collate
 from fashionseg.files import write_json
-from fashionseg.metrics import (
+from fashionseg.instance_ap import (
     ap_summary,
     gt_instances,
     instance_ap_metric,
-    metrics_dict,
     predicted_instances,
 )
+from fashionseg.metrics import metrics_dict
 from fashionseg.model.module import MaskRCNNModule
 from fashionseg.reporting.results_table import table
 from fashionseg.tasks import get_task

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from fashionseg.data.io import DataError, read_mask
-from fashionseg.metrics import iou_from_confmat, mean_iou, metrics_dict, save_confusion_png
+from fashionseg.metrics import iou_from_confmat, mean_iou, metrics_dict
 from fashionseg.model.checkpoint import CheckpointError, load_module
 from fashionseg.model.semantic import SemanticModule
-from fashionseg.reporting.run_results import write_results
+from fashionseg.reporting.run_results import save_confusion_png, write_results
 from fashionseg.segmenter import Segmenter
 from fashionseg.tasks import (
     VOC_COLORS,

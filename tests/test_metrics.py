@@ -12,15 +12,14 @@ from PIL import Image
 from fashionseg.fusion import fuse_sweep
 from fashionseg.metrics import (
     ThresholdSweep,
-    format_table,
     iou_from_confmat,
     mean_iou,
     metrics_dict,
     miou_from_confmat,
     pixel_accuracy,
     present_classes,
-    save_confusion_png,
 )
+from fashionseg.reporting.run_results import format_table, save_confusion_png
 from fashionseg.thresholds import best_index, choose
 
 GRID = [round(0.05 * i, 2) for i in range(1, 20)]

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from helpers import TINY, run
 
-from fashionseg.metrics import format_percent
 from fashionseg.reporting.model_card import CARD_NAME, data_terms, model_card, write_model_card
+from fashionseg.reporting.run_results import format_percent
 from fashionseg.tasks import Task, get_task
 
 

@@ -521,7 +521,12 @@ def _head_argmax_confmat(module: MaskRCNNModule, run: Path, root: Path, tta: boo
 
 
 def _test_ap(module: MaskRCNNModule, run: Path, root: Path) -> dict:
-    from fashionseg.metrics import ap_summary, gt_instances, instance_ap_metric, predicted_instances
+    from fashionseg.instance_ap import (
+        ap_summary,
+        gt_instances,
+        instance_ap_metric,
+        predicted_instances,
+    )
 
     module.eval()
     metric = instance_ap_metric()

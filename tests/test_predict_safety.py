@@ -418,7 +418,7 @@ def write_everything(module: SegmentationModule, photo: Path, out: Path) -> None
     import torch
 
     from fashionseg.files import save_label_png, write_json, write_text
-    from fashionseg.metrics import save_confusion_png
+    from fashionseg.reporting.run_results import save_confusion_png
     from fashionseg.tasks import get_task
 
     predict(module, [photo], out / "pred")

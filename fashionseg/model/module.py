@@ -21,15 +21,15 @@ from torch import Tensor
 
 from fashionseg.data.targets import check_instances
 from fashionseg.fusion import ALL_METHODS, SEMANTIC_METHODS, THRESHOLDLESS_METHODS, fuse, fuse_sweep
-from fashionseg.metrics import (
+from fashionseg.instance_ap import (
     AP_KEYS,
-    ThresholdSweep,
     ap_summary,
     gather_ap_states,
     gt_instances,
     instance_ap_metric,
     predicted_instances,
 )
+from fashionseg.metrics import ThresholdSweep
 from fashionseg.model.base import Batch, NonFiniteLossError, SegmentationBase, _plain
 from fashionseg.model.builder import build_maskrcnn
 from fashionseg.postprocess import label_maps, raw_outputs
@@ -62,7 +62,7 @@ class MaskRCNNModule(SegmentationBase):
             :mod:`fashionseg.thresholds`).
         thresholds: score thresholds swept at every validation epoch.
         threshold: a fixed score threshold overriding the one chosen on validation.
-        ap: score mask and box AP (COCO, :func:`fashionseg.metrics.instance_ap_metric`) on
+        ap: score mask and box AP (COCO, :func:`fashionseg.instance_ap.instance_ap_metric`) on
             the test split.
         instances, min_area: how AP's ground-truth instances are derived from the label
             maps (the run's ``data.instances`` and ``data.min_area``:

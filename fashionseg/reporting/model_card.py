@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fashionseg.files import write_text
-from fashionseg.metrics import format_percent
+from fashionseg.reporting.run_results import format_percent
 from fashionseg.tasks import Task
 
 CARD_NAME = "MODEL_CARD.md"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fashionseg.files import atomic_path
-from fashionseg.metrics import format_percent
+from fashionseg.reporting.run_results import format_percent
 from fashionseg.reporting.sweep_jobs import FAILED, INCOMPLETE, OK, split_override
 
 COLUMNS = (
