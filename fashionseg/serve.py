@@ -164,6 +164,10 @@ def build_app(model: Any, examples: Sequence[Path] = ()) -> Any:
 
 def serve(settings: dict[str, Any]) -> None:
     """Load the checkpoint and serve the page until interrupted."""
+    ckpt = Path(settings["ckpt"])
+    if not ckpt.is_file():  # said at once, before Gradio, torch and the model are imported
+        what = "exported model" if ckpt.suffix.lower() == ".onnx" else "checkpoint"
+        raise UsageError(f"{ckpt}: {what} not found")
     _require_gradio()
     from fashionseg.demo import DemoModel, OnnxDemoModel, example_photos
     from fashionseg.model.checkpoint import load_module
