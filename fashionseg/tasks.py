@@ -24,8 +24,10 @@ from typing import Any
 import yaml
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "conf" / "task"
-# the ignore index masks use (data.ignore_index's default): never a class id
-MAX_CLASSES = 255
+# Label-map value of pixels that no loss and no metric counts (``data.ignore_index`` in the
+# user's masks is read as this); never a class id, and never part of an instance.
+IGNORE_INDEX = 255
+MAX_CLASSES = IGNORE_INDEX
 UNMAPPED = ("error", "ignore")
 
 

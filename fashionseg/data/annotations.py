@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fashionseg.data.targets import IGNORE_INDEX
 from fashionseg.files import save_label_png
-from fashionseg.tasks import Task, get_task
+from fashionseg.tasks import IGNORE_INDEX, Task, get_task
 
 UNMAPPED = ("error", "background")
 

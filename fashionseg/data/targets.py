@@ -6,10 +6,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from fashionseg.tasks import IGNORE_INDEX  # noqa: F401  (re-exported: one home, tasks)
+
 INSTANCE_MODES = ("class", "components")
-# Label-map value of pixels that no loss and no metric counts (``data.ignore_index`` in the
-# user's masks is read as this); never a class id, and never part of an instance.
-IGNORE_INDEX = 255
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
