@@ -68,6 +68,20 @@ def _check_method(method: str) -> None:
         )
 
 
+def check_fusion_setting(method: str, semantic_head: bool) -> None:
+    """``fusion.method`` of a Mask R-CNN with (``semantic_head``) or without the semantic
+    head: a ValueError whose one line names the setting when it cannot work. The one
+    home of this rule: the module's constructor and the settings check before any work
+    (:mod:`fashionseg.settings`) both call it."""
+    if method not in ALL_METHODS:
+        raise ValueError(f"fusion.method={method}: choose one of {', '.join(ALL_METHODS)}")
+    if method in SEMANTIC_METHODS and not semantic_head:
+        raise ValueError(
+            f"fusion.method={method}: needs the semantic head "
+            "(add model.net.semantic_head=true or use model=maskrcnn_panoptic)"
+        )
+
+
 def semantic_labels(semantic: Tensor | None, method: str, size: tuple[int, ...]) -> Tensor | None:
     """The semantic label map ``[H, W]`` (int64) that ``method`` starts from; None for the
     methods that do not use one. ``semantic`` is ``[C, H, W]`` scores (argmax taken; ties

@@ -75,17 +75,12 @@ def _check_int(key: str, value: Any, low: int) -> None:
 
 
 def _check_ratios(value: Any) -> None:
-    values = [_number(v) for v in _items(value)]
-    if len(values) != 3 or any(v is None or v < 0 for v in values):
-        shown = "[" + ",".join(str(v) for v in _items(value)) + "]"
-        raise UsageError(
-            f"data.split={shown}: need three non-negative ratios [train, val, test] summing to 1"
-        )
-    if abs(sum(values) - 1.0) > 1e-6:
-        raise UsageError(
-            f"data.split=[{','.join(f'{v:g}' for v in values)}]: the ratios sum to "
-            f"{sum(values):g}, not 1"
-        )
+    from fashionseg.data.split import check_ratios
+
+    try:
+        check_ratios(_items(value))
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def _check_augmentation(data: DictConfig) -> None:
@@ -110,17 +105,18 @@ def _check_augmentation(data: DictConfig) -> None:
             raise UsageError(f"data.{key}={shown}: need [min, max] with {need}")
 
 
-def _check_semantic_fusion(cfg: DictConfig, method: str) -> None:
-    """``panoptic``/``semantic`` fusion needs a Mask R-CNN with the semantic head."""
-    from fashionseg.fusion import SEMANTIC_METHODS
+def _check_fusion(cfg: DictConfig, method: str) -> None:
+    """A fusion method that exists; ``panoptic``/``semantic`` only for a Mask R-CNN with
+    the semantic head (a semantic model's ``fusion`` is never used)."""
+    from fashionseg.fusion import check_fusion_setting
 
     arch = _get(cfg, "model.net.arch")
     is_maskrcnn = isinstance(arch, str) and arch.startswith("maskrcnn")
-    if method in SEMANTIC_METHODS and is_maskrcnn and not _get(cfg, "model.net.semantic_head"):
-        raise UsageError(
-            f"fusion.method={method}: needs the semantic head "
-            "(add model.net.semantic_head=true or use model=maskrcnn_panoptic)"
-        )
+    head = bool(_get(cfg, "model.net.semantic_head")) or not is_maskrcnn
+    try:
+        check_fusion_setting(str(method), head)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def check_settings(cfg: DictConfig, cli: str) -> None:
@@ -180,11 +176,7 @@ def check_settings(cfg: DictConfig, cli: str) -> None:
         _check_int("scheduler.warmup_steps", warmup, 0)
     method = _get(cfg, "fusion.method")
     if method is not None:
-        from fashionseg.fusion import ALL_METHODS
-
-        if method not in ALL_METHODS:
-            raise UsageError(f"fusion.method={method}: choose one of {', '.join(ALL_METHODS)}")
-        _check_semantic_fusion(cfg, method)
+        _check_fusion(cfg, method)
     schedule = _get(cfg, "scheduler.name")
     if schedule is not None:
         from fashionseg.model.schedule import SCHEDULES

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -37,11 +38,21 @@ def test_make_split_rule() -> None:
 
 @pytest.mark.parametrize("ratios", [(0.5, 0.1, 0.3), (0.6, 0.5, -0.1), (0.5, 0.5)])
 def test_bad_ratios(ratios: tuple[float, ...]) -> None:
-    with pytest.raises(DataError, match=r"data\.split \[") as info:
+    from omegaconf import OmegaConf
+
+    from fashionseg.cli import UsageError
+    from fashionseg.settings import check_settings
+
+    shown = "[" + ",".join(f"{r:g}" for r in ratios) + "]"
+    with pytest.raises(DataError, match=rf"^data\.split={re.escape(shown)}: ") as info:
         make_split(STEMS, ratios, 0)
-    assert str(list(map(float, ratios))) in str(info.value)
-    with pytest.raises(DataError):
+    with pytest.raises(DataError) as built:
         FashionDataModule(root="unused", split=ratios)
+    # the command line's check before any work says the same: the rule has one home
+    cfg = OmegaConf.create({"data": {"root": "d", "split": list(ratios)}})
+    with pytest.raises(UsageError) as checked:
+        check_settings(cfg, "train")
+    assert str(info.value) == str(built.value) == str(checked.value)
 
 
 def test_ratio_leaving_a_split_empty() -> None:

@@ -95,5 +95,14 @@ def test_non_finite_loss_stops_with_the_step_and_terms() -> None:
 
 
 def test_unknown_fusion_method_is_refused() -> None:
-    with pytest.raises(ValueError, match="unknown fusion.method 'vote'"):
+    from omegaconf import OmegaConf
+
+    from fashionseg.settings import check_settings
+
+    with pytest.raises(ValueError, match="^fusion.method=vote: choose one of seed, ") as built:
         SegmentationModule(task="person", net=TINY_NET, fusion={"method": "vote"})
+    with pytest.raises(ValueError) as checked:  # the command line's check: the same rule
+        check_settings(
+            OmegaConf.create({"data": {"root": "d"}, "fusion": {"method": "vote"}}), "train"
+        )
+    assert str(checked.value) == str(built.value)

@@ -400,6 +400,10 @@ def test_settings_check_names_the_missing_head_in_one_line(method: str) -> None:
         f"fusion.method={method}: needs the semantic head "
         "(add model.net.semantic_head=true or use model=maskrcnn_panoptic)"
     )
+    net = {k: v for k, v in TINY_HEAD.items() if k != "semantic_head"}
+    with pytest.raises(ValueError) as built:  # the module's own check: the same rule
+        MaskRCNNModule(task="person", net=net, fusion={"method": method})
+    assert str(built.value) == str(err.value)
     cfg.model.net.semantic_head = True
     check_settings(cfg, "train")
 

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from fashionseg.data.dataset import FashionDataset
 from fashionseg.data.io import DataError, MaskRules, check_dataset, find_samples, raise_problems
+from fashionseg.data.split import check_ratios
 from fashionseg.data.targets import check_instances
 from fashionseg.data.transforms import build_train_transforms
 from fashionseg.files import write_json
@@ -66,17 +67,6 @@ def collate(batch: list[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
     """Batches as lists of images and targets, as torchvision detection models take them."""
     images, targets = zip(*batch, strict=True)
     return list(images), list(targets)
-
-
-def check_ratios(ratios: Sequence[float]) -> list[float]:
-    """Three non-negative ratios (train, val, test) summing to 1 (tolerance 1e-6)."""
-    values = [float(r) for r in ratios]
-    if len(values) != 3 or any(r < 0 for r in values) or abs(sum(values) - 1.0) > 1e-6:
-        raise DataError(
-            f"data.split {values}: need three non-negative ratios (train, val, test) summing "
-            f"to 1, they sum to {sum(values):g}"
-        )
-    return values
 
 
 def make_split(stems: Sequence[str], ratios: Sequence[float], seed: int) -> dict[str, list[str]]:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from fashionseg.data.targets import check_instances
-from fashionseg.fusion import ALL_METHODS, SEMANTIC_METHODS, THRESHOLDLESS_METHODS, fuse, fuse_sweep
+from fashionseg.fusion import THRESHOLDLESS_METHODS, check_fusion_setting, fuse, fuse_sweep
 from fashionseg.instance_ap import (
     AP_KEYS,
     ap_summary,
@@ -90,17 +90,8 @@ class MaskRCNNModule(SegmentationBase):
             **(fusion or {}),
         }
         fusion.pop("thresholds", None)  # the swept list is its own argument
-        if fusion["method"] not in ALL_METHODS:
-            raise ValueError(
-                f"unknown fusion.method {fusion['method']!r}: choose one of "
-                f"{', '.join(ALL_METHODS)}"
-            )
         net = _plain(common.get("net")) or {}
-        if fusion["method"] in SEMANTIC_METHODS and not net.get("semantic_head"):
-            raise ValueError(
-                f"fusion.method={fusion['method']} needs the semantic head: set "
-                "model.net.semantic_head=true (or use model=maskrcnn_panoptic)"
-            )
+        check_fusion_setting(fusion["method"], bool(net.get("semantic_head")))
         check_instances(instances)
         thresholds = sorted(float(t) for t in (thresholds or DEFAULT_THRESHOLDS))
         super().__init__(
