@@ -395,12 +395,12 @@ def test_training_still_writes_its_example_predictions(
     tmp_path: Path,
     make_tiny_dataset: Callable[..., Path],
 ) -> None:
-    from fashionseg.train import _predict_examples
+    from fashionseg.train_outputs import predict_examples
 
     data = make_tiny_dataset(tmp_path / "data")
     datamodule = SimpleNamespace(root=data, split_stems={"test": ["003", "001", "004"]})
     out = tmp_path / "run" / "predictions"
-    _predict_examples(module, datamodule, out, 2)
+    predict_examples(module, datamodule, out, 2)
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "001.png",
         "001_overlay.jpg",

@@ -16,7 +16,7 @@ from helpers import TINY
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from fashionseg.model.checkpoint import load_module, read_checkpoint
-from fashionseg.train import resume_checkpoint
+from fashionseg.resume import resume_checkpoint
 
 pytestmark = pytest.mark.slow
 
