@@ -298,6 +298,39 @@ def test_the_demo_page_serves_an_export_like_a_checkpoint(
         assert name in legend_html(page.task)
 
 
+def test_segmenter_runs_an_export_as_its_sidecar_describes_it(tmp_path: Path) -> None:
+    """The fast set's check of the ONNX path of ``Segmenter`` (its parity with the
+    checkpoint, on a real export, is the slow test below): a hand-made graph of ours,
+    photo -> its red channel as labels, with its sidecar."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from fashionseg import Segmenter
+
+    graph = _foreign_graph(
+        tmp_path / "red.onnx", {"fashionseg": "1", "task": "clothing", "num_classes": "2"}
+    )
+    model = onnx.load(graph)
+    model.graph.initializer.append(helper.make_tensor("channel", TensorProto.INT64, [], [0]))
+    model.graph.node[0].CopyFrom(
+        helper.make_node("Gather", ["photo", "channel"], ["labels"], axis=2)
+    )
+    model.graph.output[0].CopyFrom(
+        helper.make_tensor_value_info("labels", TensorProto.UINT8, ["h", "w"])
+    )
+    onnx.save(model, graph)
+    _sidecar_for(graph)
+    rng = np.random.default_rng(3)
+    rgb = [rng.integers(0, 2, (h, w, 3), dtype=np.uint8) for h, w in ((9, 7), (5, 12))]
+    segmenter = Segmenter.from_checkpoint(graph)
+    assert segmenter.task.class_names == ("background", "skin") and segmenter.threshold is None
+    for labels, photo in zip(segmenter(rgb), rgb, strict=True):
+        assert labels.dtype == torch.uint8 and labels.numpy().tolist() == photo[..., 0].tolist()
+    with pytest.raises(ValueError, match="not 'person'"):
+        Segmenter.from_checkpoint(graph, task="person")
+
+
+@pytest.mark.slow
 def test_segmenter_loads_an_export_like_a_checkpoint(
     exported: tuple[SemanticModule, Path, Path],
 ) -> None:
