@@ -28,9 +28,15 @@ from fashionseg.thresholds import InstanceCache
 ODD_SIZES = [(37, 53), (64, 48)]
 
 
+# few proposals and detections in eval mode: a random detector's boxes are not what these
+# tests look at, the head's maps do not depend on them, and 1000 proposals and 100 random
+# detections with their masks make each forward pass ~10x slower
+FEW = {"rpn_pre_nms_top_n_test": 50, "rpn_post_nms_top_n_test": 10, "box_detections_per_img": 5}
+
+
 def _net(arch: str, num_classes: int = 3, **kwargs: object) -> PanopticMaskRCNN:
     torch.manual_seed(0)
-    settings = {"min_size": 48, "max_size": 64, "semantic_head": True, **kwargs}
+    settings = {"min_size": 48, "max_size": 64, "semantic_head": True, **FEW, **kwargs}
     return build_maskrcnn(arch, num_classes=num_classes, weights="none", **settings)
 
 
@@ -164,10 +170,7 @@ def test_flip_tta_averages_the_head_over_the_photo_and_its_mirror(
     # (64, 96): 64x96 photos keep their size, no padding; (48, 64): odd sizes, resized and
     # padded at the right and bottom. Either way the mirror image's TTA map is the photo's
     # mirrored: each photo is mirrored inside its own region, never across the padding.
-    # few proposals and detections: the random detector's boxes are not what is tested,
-    # and the head's maps do not depend on them
-    few = {"rpn_pre_nms_top_n_test": 50, "rpn_post_nms_top_n_test": 10, "box_detections_per_img": 5}
-    net = _net("maskrcnn_resnet18_fpn", min_size=min_size, max_size=max_size, **few).eval()
+    net = _net("maskrcnn_resnet18_fpn", min_size=min_size, max_size=max_size).eval()
     sizes = [(64, 96)] if max_size == 96 else ODD_SIZES
     images = [torch.rand(3, h, w) for h, w in sizes]
     mirrors = [image.flip(-1) for image in images]
