@@ -72,6 +72,7 @@ def model_fingerprint(module: SegmentationBase) -> str:
 
     digest = hashlib.sha256()
     hparams = OmegaConf.to_container(OmegaConf.create(dict(module.hparams)), resolve=True)
+    hparams.pop("family", None)  # implied by the weights; the fingerprints made before it stay
     digest.update(json.dumps(hparams, sort_keys=True, default=str).encode())
     for name, tensor in module.state_dict().items():
         flat = tensor.detach().to("cpu").contiguous().reshape(-1)

@@ -531,3 +531,16 @@ def test_a_later_run_with_a_name_differing_in_case_does_not_replace_it(
         f"{second / 'img.jpg'}"
     )
     assert tree_digest(out) == before
+
+
+def test_the_model_fingerprint_leaves_out_the_saved_family(module: SegmentationModule) -> None:
+    # the family (saved in hparams since checkpoints name their class) follows from the
+    # weights: an output folder made before it was saved still belongs to the same model
+    from fashionseg.predict_engine import model_fingerprint
+
+    with_family = model_fingerprint(module)
+    family = module.hparams.pop("family")
+    try:
+        assert model_fingerprint(module) == with_family
+    finally:
+        module.hparams["family"] = family

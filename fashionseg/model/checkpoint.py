@@ -100,9 +100,9 @@ def module_from_checkpoint(
 
 def module_class(path: str | Path, hparams: Mapping[str, Any]) -> type[SegmentationBase]:
     """The LightningModule class of a checkpoint's ``hyper_parameters``: the one its
-    ``family`` names (saved since the modules are siblings: ``SegmentationBase.family``);
-    a checkpoint written before that is told by its ``net.arch`` (a semantic
-    architecture, or else Mask R-CNN)."""
+    ``family`` names (every module saves its class's ``SegmentationBase.family``); only a
+    checkpoint written before the family was saved is told by its ``net.arch`` (a
+    semantic architecture, or else Mask R-CNN)."""
     from fashionseg.model.semantic import SEMANTIC_ARCHS, SemanticModule
 
     families = {kind.family: kind for kind in (MaskRCNNModule, SemanticModule)}
