@@ -221,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
 def generated_blocks(records_dir: Path) -> dict[str, str]:
     """The generated blocks (:data:`fashionseg.reporting.tables.BLOCKS`) from the records."""
     records = load_records(records_dir)
-    tasks = {t: get_task(t).class_names for t in TASKS if any(r["task"] == t for r in records)}
+    present = {r["task"] for r in records}
+    order = [t for t in TASKS if t in present] + sorted(present - set(TASKS))
+    tasks = {t: get_task(t).class_names for t in order}
     return {
         "results": results_block(records, tasks, ROWS),
         "summary": summary_block(records, load_seed_report(records_dir)),
