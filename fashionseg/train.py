@@ -142,6 +142,18 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         extra["profiler"] = trace_profiler(out_dir / "profile", steps)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **extra)
 
+    start = None
+    if cfg.get("train", True):
+        start = cfg.get("ckpt_path") or resume_checkpoint(
+            cfg.get("resume"), Path(cfg.paths.log_dir) / cfg.task.name / "runs", out_dir
+        )
+    init_from = module.hparams.get("init_from")
+    if init_from and start is None:  # a resumed run has its own weights already
+        from fashionseg.model.checkpoint import init_from_checkpoint
+
+        init_from_checkpoint(module, init_from)
+        print(f"initialised from {init_from}")
+
     datamodule.prepare_data()
     datamodule.setup("fit")
     if trainer.is_global_zero:
@@ -149,9 +161,6 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
 
     ckpt_path, best_val = None, None
     if cfg.get("train", True):
-        start = cfg.get("ckpt_path") or resume_checkpoint(
-            cfg.get("resume"), Path(cfg.paths.log_dir) / cfg.task.name / "runs", out_dir
-        )
         if start is not None:
             log.info("resuming from %s", start)
             print(f"resuming from {start}")
