@@ -132,7 +132,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     datamodule: L.LightningDataModule = build(cfg.data)
     module: L.LightningModule = build(cfg.model, _recursive_=False)
+    # a callback whose factory answers None is switched off (callbacks.ema.decay=null)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [c for c in callbacks if c is not None]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     from fashionseg.profiling import active_steps, trace_profiler
 
