@@ -112,3 +112,16 @@ def test_one_word_override_turns_it_on() -> None:
         ValueError, match=r"callbacks\.ema\.decay=1\.5: must be a number in \(0, 1\)"
     ):
         ema(1.5)
+
+
+def test_a_bad_decay_is_a_usage_error() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from fashionseg.cli import CONF_DIR
+    from fashionseg.errors import UsageError
+    from fashionseg.settings import check_settings
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["data.root=x", "callbacks.ema.decay=1"])
+    with pytest.raises(UsageError, match=r"callbacks\.ema\.decay=1: must be a number in \(0, 1\)"):
+        check_settings(cfg, "train")

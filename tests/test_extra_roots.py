@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, one_line_error
+from helpers import TINY, one_line_error, run
 from PIL import Image
 from torch.utils.data import DataLoader, RandomSampler
 
@@ -230,3 +230,34 @@ def test_a_bad_extra_root_is_a_one_line_error(
         "for task 'clothing' (ids 0..6, 255 = ignored; found [9]) (data.extra_roots[0])",
     }[problem]
     assert last == expected
+
+
+@pytest.mark.slow
+def test_a_tiny_run_with_an_extra_root_and_ema_records_both(
+    roots: dict[str, Path], tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    extra = f"data.extra_roots=[{{root: {roots['pseudo']}, weight: 2}}]"
+    run(
+        "fashionseg.train",
+        "task=clothing",
+        f"data.root={roots['labelled']}",
+        extra,
+        "data.epoch_photos=8",
+        "callbacks.ema.decay=0.9",
+        f"hydra.run.dir={run_dir}",
+        *TINY,
+        "trainer.max_epochs=1",
+        cwd=tmp_path,
+    )
+    split = json.loads((run_dir / "split.json").read_text())
+    assert [e["stems"] for e in split["extra"]] == [[f"{i:04d}" for i in range(6)]]
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    data = ckpt["datamodule_hyper_parameters"]
+    assert data["extra_roots"] == [{"root": str(roots["pseudo"]), "weight": 2.0}]
+    assert ckpt["global_step"] == 4  # 8 draws, batches of 2
+    assert "current_model_state" in ckpt  # the state_dict is the average
+    card = (run_dir / "MODEL_CARD.md").read_text()
+    assert f"extra training root: `{roots['pseudo']}` (weight 2.0): 6 photos" in card
+    assert "weight averaging: EMA, decay 0.9" in card
+    assert json.loads((run_dir / "metrics.json").read_text())["miou"] is not None
