@@ -86,7 +86,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data_kwargs = {**ckpt.get("datamodule_hyper_parameters", {}), **overrides}
     if split != "all" and data_kwargs.get("manifest") is None:
         data_kwargs["manifest"] = str(run_manifest(cfg.ckpt) or "") or None
-    data_kwargs.update(task=module.task, generate=None, augment=False)
+    # the labelled root alone: extra (pseudo-labelled) training roots are not scored
+    data_kwargs.update(task=module.task, generate=None, augment=False, extra_roots=[])
     datamodule = FashionDataModule(**data_kwargs)
     datamodule.setup("test")
     loader = datamodule.dataloader(split)

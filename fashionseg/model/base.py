@@ -62,6 +62,9 @@ class SegmentationBase(L.LightningModule):
         optimizer: an optimizer config with ``_target_`` (SGD with the seed report's
             lr 1e-4 and momentum 0.9 by default), built for the trainable parameters.
         scheduler: see :func:`fashionseg.model.schedule.build_scheduler`.
+        init_from: a fashionseg checkpoint whose network weights ``train`` loads before
+            the first step (:func:`fashionseg.model.checkpoint.init_from_checkpoint`);
+            only recorded here, never loaded by the constructor.
         **settings: the subclass's own hyper-parameters, saved after these (plain values).
     """
 
@@ -71,6 +74,7 @@ class SegmentationBase(L.LightningModule):
         net: Mapping[str, Any] | None = None,
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
+        init_from: str | None = None,
         **settings: Any,
     ) -> None:
         # settings are the named parameters of the subclass's own constructor (a subclass
@@ -91,6 +95,7 @@ class SegmentationBase(L.LightningModule):
                 "net": dict(net or {}),
                 "optimizer": dict(optimizer or DEFAULT_OPTIMIZER),
                 "scheduler": dict(scheduler or {}),
+                "init_from": str(init_from) if init_from else None,
                 **settings,
             }
         )
