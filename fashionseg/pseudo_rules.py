@@ -72,8 +72,9 @@ def read_tags(path: str | Path, task: Task) -> tuple[Tags | None, str | None]:
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-            columns = set(rows[0]) if rows else set()
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = set(reader.fieldnames or ())
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         reason = getattr(err, "strerror", None) or " ".join(str(err).split())
         raise UsageError(f"tags={path}: cannot read the tags file ({reason})") from None
