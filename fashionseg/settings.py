@@ -21,6 +21,7 @@ REQUIRED = {
     "train": (("data.root", "data.root=DIR"),),
     "evaluate": (("ckpt", "ckpt=PATH"), ("data.root", "data.root=DIR")),
     "predict": (("ckpt", "ckpt=PATH"), ("input", "input=PATH"), ("output", "output=PATH")),
+    "pseudo_label": (("ckpt", "ckpt=PATH"), ("input", "input=PATH"), ("out", "out=DIR")),
 }
 
 
