@@ -153,7 +153,7 @@ class SemanticModule(SegmentationBase):
 
     @torch.no_grad()
     def predict_maps(self, images: list[Tensor]) -> list[Tensor]:
-        return [probs.argmax(0) for probs in self(images)]
+        return self.pipeline.labels(images)
 
     def training_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> Tensor:
         images, targets = batch
