@@ -12,7 +12,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
@@ -63,6 +63,72 @@ class RNGState(L.Callback):
         random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
         if "cuda" in state_dict and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class EMA(WeightAveraging):
+    """An exponential moving average of the weights: Lightning's ``WeightAveraging`` with
+    torch's ``get_ema_multi_avg_fn(decay)``, updated after every optimizer step.
+
+    BatchNorm's running statistics are averaged with the weights (``use_buffers=True``),
+    not recomputed. Validation runs on the averaged weights (so the score thresholds are
+    chosen and the best checkpoint picked for them), every checkpoint's ``state_dict`` is
+    the average (the raw weights and the average's count ride along for resuming), and
+    the model holds the average after training and a checkpoint tested after ``fit`` keeps
+    its averaged weights, so test scores the average too. The module's own
+    buffers (validation's threshold choice, ``val_miou``) are no weights: they are copied
+    into the average, never averaged. The average lives on the training device.
+    """
+
+    def __init__(self, decay: float = 0.999) -> None:
+        from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+        if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 < decay < 1:
+            raise ValueError(f"callbacks.ema.decay={decay}: must be a number in (0, 1)")
+        super().__init__(use_buffers=True, multi_avg_fn=get_ema_multi_avg_fn(float(decay)))
+        self.decay = float(decay)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._device is None:  # the module is still on the CPU here: average on its device
+            self._device = trainer.strategy.root_device
+        super().setup(trainer, pl_module, stage)
+
+    def _copy_own_buffers(self, pl_module: L.LightningModule) -> None:
+        """The module's own buffers (validation's choice, not weights) into the average."""
+        if self._average_model is None:
+            return
+        average = self._average_model.module
+        for name, buffer in pl_module.named_buffers(recurse=False):
+            getattr(average, name).copy_(buffer)
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self._copy_own_buffers(pl_module)
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Resuming (fit): the average and the raw weights come back. Testing or validating
+        a checkpoint: nothing, the model keeps its ``state_dict``, the average. (Lightning
+        calls this in every stage: the parent would load the raw weights for the test.)"""
+        if trainer.state.fn == "fit":
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After the module chose its threshold(s) for the averaged weights and before the
+        checkpoint callbacks save them (Lightning runs those last)."""
+        self._copy_own_buffers(pl_module)
+
+
+def ema(decay: float | None = None) -> EMA | None:
+    """``callbacks.ema``: an :class:`EMA` callback, or None (off) when ``decay`` is null."""
+    return None if decay is None else EMA(decay)
 
 
 class InterruptCheckpoint(Checkpoint):

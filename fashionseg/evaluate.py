@@ -2,6 +2,7 @@
 
     python -m fashionseg.evaluate ckpt=PATH data.root=DIR [data.split=test|all]
         [threshold=0.4] [thresholds=[0.3,0.4,0.5]] [tta_hflip=true|false]
+        [tta_scales=[0.75,1.0,1.25] | tta_scales=choose | tta_scales=[[1.0],[0.75,1.0]]]
 
 ``data.split=test`` uses the training run's test split (its ``split.json`` beside the
 ``checkpoints/`` folder when present, else the same seed and ratios); ``all`` scores
@@ -12,7 +13,10 @@ picked on the figures it reports. ``threshold`` fixes one instead. ``fusion_meth
 ``threshold``, re-chooses on validation over the checkpoint's threshold grid (the
 stored choice belongs to the trained fusion). ``tta_hflip`` turns
 the mirror-image averaging of the semantic models and of Panoptic FPN's semantic head on
-or off (default: as trained).
+or off (default: as trained). ``tta_scales`` sets their multi-scale TTA (a list of
+scales; :func:`fashionseg.model.tta.scale_average`); ``choose`` (or a list of candidate
+lists) scores each candidate set of :data:`SCALE_CANDIDATES` on the run's validation
+split, prints each one's validation mIoU and scores the requested split once, at the best.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ if TYPE_CHECKING:  # torch and Lightning load after the settings check: fast err
     from fashionseg.data.datamodule import FashionDataModule
 
 SPLITS = ("train", "val", "test", "all")
+# tta_scales=choose: the candidate sets scored on validation (the first wins ties)
+SCALE_CANDIDATES = ([1.0], [0.75, 1.0], [1.0, 1.25], [0.75, 1.0, 1.25], [0.5, 0.75, 1.0, 1.25, 1.5])
 
 
 def run_manifest(ckpt: str | Path) -> Path | None:
@@ -78,6 +84,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 f"not {module.hparams.net.get('arch', 'this model')!r}"
             )
         module.tta_hflip = bool(cfg.tta_hflip)
+    candidates = scale_candidates(cfg.get("tta_scales"))
+    if candidates is not None:
+        if not hasattr(module, "tta_scales"):
+            raise UsageError(
+                f"{cfg.ckpt}: tta_scales applies to the semantic models and Panoptic FPN's "
+                f"semantic head only, not {module.hparams.net.get('arch', 'this model')!r}"
+            )
+        module.tta_scales = candidates[0]
     overrides = {
         k: v
         for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()
@@ -86,7 +100,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     data_kwargs = {**ckpt.get("datamodule_hyper_parameters", {}), **overrides}
     if split != "all" and data_kwargs.get("manifest") is None:
         data_kwargs["manifest"] = str(run_manifest(cfg.ckpt) or "") or None
-    data_kwargs.update(task=module.task, generate=None, augment=False)
+    # the labelled root alone: extra (pseudo-labelled) training roots are not scored
+    data_kwargs.update(task=module.task, generate=None, augment=False, extra_roots=[])
     datamodule = FashionDataModule(**data_kwargs)
     datamodule.setup("test")
     loader = datamodule.dataloader(split)
@@ -100,14 +115,76 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
                 "thresholds)"
             )
         _rechoose_thresholds(module, datamodule, trainer, split, out_dir)
+    if candidates is not None and len(candidates) > 1:
+        _choose_scales(module, candidates, datamodule, trainer, split, out_dir)
     trainer.test(module, dataloaders=loader, verbose=False)
     module.take_over(trainer)  # the results of spawned processes (hardware=ddp_cpu)
     results = dict(module.test_results or {})
     results.update({"checkpoint": str(cfg.ckpt), "data_root": str(cfg.data.root), "split": split})
+    if hasattr(module, "tta_scales"):
+        results["tta"] = {"hflip": bool(module.tta_hflip), "scales": list(module.tta_scales)}
     table = write_results(results, module.task, out_dir, title=f"{split} ({module.task.name})")
     print(table)
     print(f"results in: {out_dir}")
     return results
+
+
+def scale_candidates(value: Any) -> list[tuple[float, ...]] | None:
+    """``tta_scales=``: None (as trained), one list of scales, ``choose`` (the
+    :data:`SCALE_CANDIDATES`) or a list of candidate lists (UsageError otherwise)."""
+    from fashionseg.model.tta import check_scales
+
+    if value is None:
+        return None
+    if value == "choose":
+        value = [list(c) for c in SCALE_CANDIDATES]
+    if not isinstance(value, ListConfig | list | tuple):
+        value = [value]
+    value = list(value)
+    nested = [list(v) if isinstance(v, ListConfig | list | tuple) else v for v in value]
+    sets = nested if all(isinstance(v, list) for v in nested) else [nested]
+    try:
+        return [check_scales(s) for s in sets]
+    except ValueError as err:
+        raise UsageError(f"{err} (or tta_scales=choose)") from None
+
+
+def _choose_scales(
+    module: L.LightningModule,
+    candidates: list[tuple[float, ...]],
+    datamodule: FashionDataModule,
+    trainer: L.Trainer,
+    split: str,
+    out_dir: Path,
+) -> None:
+    """Score each candidate set of scales on the run's validation split; keep the best.
+
+    The module's buffers (a Mask R-CNN's validated thresholds) are restored after each
+    validation: only the scales are chosen here."""
+    import copy
+
+    buffers = {k: v.clone() for k, v in module.named_buffers()}
+    rows: dict[str, float] = {}
+    for scales in candidates:
+        module.tta_scales = scales
+        module.last_val_result = None
+        trainer.validate(module, dataloaders=datamodule.dataloader("val"), verbose=False)
+        module.take_over(trainer)
+        rows[",".join(f"{s:g}" for s in scales)] = float(module.last_val_result["val_miou"])
+        module.load_state_dict(copy.deepcopy(buffers), strict=False)
+    best = max(range(len(candidates)), key=lambda i: list(rows.values())[i])
+    module.tta_scales = candidates[best]
+    module.last_val_result = None
+    print(f"tta_scales -> mIoU on the validation split ({len(datamodule.dataset('val'))} photos)")
+    for name, value in rows.items():
+        print(f"  [{name}]  {100 * value:6.2f}")
+    print(f"chosen on validation: tta_scales={list(candidates[best])}")
+    if split in ("val", "all"):
+        print(f"note: data.split={split} holds the validation photos the scales were chosen on")
+    write_json(
+        out_dir / "tta_scales.json",
+        {"split": "val", "miou": rows, "chosen": list(candidates[best])},
+    )
 
 
 def _ap_instances(ckpt: dict[str, Any]) -> dict[str, Any]:

@@ -77,6 +77,11 @@ def export_detection_graph(module: Any, path: Path) -> Any:
 
     from fashionseg.model.detection_pipeline import DetectionPhotoToLabels
 
+    if getattr(module.net, "tta_scales", (1.0,)) != (1.0,):
+        raise ExportError(
+            f"model.net.tta_scales={list(module.net.tta_scales)}: multi-scale TTA is not "
+            "exported; the graph runs the photo at the model's own size"
+        )
     wrapper = DetectionPhotoToLabels(module.net.eval(), module.fusion_settings()).eval()
     sample = torch.randint(0, 256, (96, 64, 3), dtype=torch.uint8)
     sides = {0: "height", 1: "width"}
@@ -112,6 +117,11 @@ def export_graph(module: Any, path: str | Path) -> Path:
         return path
     if not isinstance(module, SemanticModule):
         raise ExportError(f"{type(module).__name__}: not a model fashionseg can export")
+    if module.tta_scales != (1.0,):
+        raise ExportError(
+            f"model.net.tta_scales={list(module.tta_scales)}: multi-scale TTA is not exported; "
+            "the graph runs the photo at the model's own size (train or export with [1.0])"
+        )
     wrapper = PhotoToLabels(module.pipeline.eval()).eval()
     sample = torch.randint(0, 256, (96, 64, 3), dtype=torch.uint8)
     height = torch.export.Dim("height", min=2, max=16384)

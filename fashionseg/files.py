@@ -98,14 +98,18 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def label_map_to_image(label_map: np.ndarray, task: Task) -> Image.Image:
-    """A palette ("P") image whose pixel values are the class ids of ``label_map``."""
+def label_map_to_image(
+    label_map: np.ndarray, task: Task, ignore_index: int | None = None
+) -> Image.Image:
+    """A palette ("P") image whose pixel values are the class ids of ``label_map``
+    (and ``ignore_index``, when given, for ignored pixels: at most 255)."""
     arr = np.asarray(label_map)
     if arr.ndim != 2:
         raise ValueError(f"label map must be 2-D, got shape {arr.shape}")
-    if arr.size and (arr.min() < 0 or arr.max() >= task.num_classes):
+    ids = arr if ignore_index is None else arr[arr != ignore_index]
+    if ids.size and (ids.min() < 0 or ids.max() >= task.num_classes):
         raise ValueError(
-            f"label map holds class id {int(arr.max())}, the {task.name} task has "
+            f"label map holds class id {int(ids.max())}, the {task.name} task has "
             f"{task.num_classes} classes"
         )
     img = Image.fromarray(arr.astype(np.uint8), mode="P")
@@ -113,7 +117,13 @@ def label_map_to_image(label_map: np.ndarray, task: Task) -> Image.Image:
     return img
 
 
-def save_label_png(path: str | os.PathLike[str], label_map: np.ndarray, task: Task) -> Path:
-    """Atomically save ``label_map`` as a palette PNG in the dataset's mask format."""
-    img = label_map_to_image(label_map, task)
+def save_label_png(
+    path: str | os.PathLike[str],
+    label_map: np.ndarray,
+    task: Task,
+    ignore_index: int | None = None,
+) -> Path:
+    """Atomically save ``label_map`` as a palette PNG in the dataset's mask format
+    (``ignore_index``: the value of ignored pixels it may also hold)."""
+    img = label_map_to_image(label_map, task, ignore_index)
     return atomic_write(path, lambda p: img.save(p, format="PNG"))

@@ -153,13 +153,16 @@ class RawOutputs:
     ``detections``: per photo ``boxes`` (resized image coordinates), ``labels``,
     ``scores``, ``masks [n, 1, M, M]`` probabilities; ``image_sizes``/``original_sizes``:
     the resized and the original ``(H, W)``; ``semantic_logits``: Panoptic FPN's
-    ``[B, C, Hp, Wp]`` head logits (None without the head).
+    ``[B, C, Hp, Wp]`` head logits (None without the head); ``semantic_probs``: with
+    the head's multi-scale TTA, each photo's ``[C, H, W]`` probabilities averaged over
+    the scales (used instead of the logits).
     """
 
     detections: list[dict[str, Tensor]]
     image_sizes: list[tuple[int, int]]
     original_sizes: list[tuple[int, int]]
     semantic_logits: Tensor | None = None
+    semantic_probs: list[Tensor] | None = None
 
 
 def raw_outputs(net: nn.Module, images: list[Tensor]) -> RawOutputs:
@@ -173,10 +176,13 @@ def raw_outputs(net: nn.Module, images: list[Tensor]) -> RawOutputs:
         features = OrderedDict([("0", features)])
     proposals, _ = net.rpn(image_list, features)
     detections, _ = net.roi_heads(features, proposals, image_list.image_sizes)
-    logits = None
+    logits = probs = None
     if hasattr(net, "semantic_outputs"):
         logits = net.semantic_outputs(features, image_list)
-    return RawOutputs(detections, list(image_list.image_sizes), original_sizes, logits)
+        if net.tta_scales != (1.0,):
+            probs = net.semantic_probabilities(images, image_list, logits, original_sizes)
+    sizes = list(image_list.image_sizes)
+    return RawOutputs(detections, sizes, original_sizes, logits, probs)
 
 
 def size_tensor(size: tuple[Any, Any], device: torch.device) -> Tensor:
@@ -207,7 +213,9 @@ def label_maps(raw: RawOutputs, fusion: Mapping[str, Any]) -> list[Tensor]:
     for (image_size, original_size), members in groups.items():
         padded = pad_detections([raw.detections[i] for i in members])
         semantic = None
-        if raw.semantic_logits is not None and fusion.get("method") in ("panoptic", "semantic"):
+        if raw.semantic_probs is not None and fusion.get("method") in ("panoptic", "semantic"):
+            semantic = torch.stack([raw.semantic_probs[i] for i in members])
+        elif raw.semantic_logits is not None and fusion.get("method") in ("panoptic", "semantic"):
             logits = raw.semantic_logits[members] if len(groups) > 1 else raw.semantic_logits
             semantic = semantic_probs(logits, image_size, original_size)
         device = padded["boxes"].device

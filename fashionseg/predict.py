@@ -2,6 +2,11 @@
 
     python -m fashionseg.predict ckpt=PATH input=DIR_OR_FILE output=DIR [overwrite=true]
         [predict.batch_size=4] [predict.num_workers=2] [device=cuda | hardware=ddp ...]
+        [tta_hflip=true] [tta_scales=[0.75,1.0,1.25]]
+
+``tta_hflip`` and ``tta_scales`` set the flip and multi-scale test-time augmentation of
+the semantic models and of Panoptic FPN's semantic head (default: as trained; the
+output folder records them, so outputs made with other TTA are not taken as done).
 
 For each photo ``<stem>.<ext>`` it writes ``<stem>.png`` (a palette PNG in the
 dataset's mask format, at the photo's displayed size) and ``<stem>_overlay.jpg``.
@@ -185,6 +190,7 @@ def hydra_main(cfg: DictConfig) -> None:
     from fashionseg.predict_engine import model_source, predict_lightning
 
     module = load_module(ckpt, task=cfg.get("task") or None, threshold=cfg.get("threshold"))
+    tta = apply_tta(module, cfg, ckpt)
     # Lightning's start-up lines (devices found...) are not predict's business
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     summary = predict_lightning(
@@ -194,7 +200,7 @@ def hydra_main(cfg: DictConfig) -> None:
         overwrite=overwrite,
         batch_size=batch_size,
         num_workers=num_workers,
-        source=model_source(module, ckpt),
+        source={**model_source(module, ckpt), **tta},
         trainer=runner,
     )
     if getattr(rank_zero_only, "rank", 0) != 0:
@@ -216,6 +222,12 @@ def predict_exported(
             f"ckpt={ckpt}: an exported model runs on the CPU with onnxruntime; leave out "
             "device=... and hardware=..."
         )
+    for key in ("tta_hflip", "tta_scales"):
+        if cfg.get(key) is not None:
+            raise UsageError(
+                f"{key}={cfg.get(key)}: an exported model's TTA is in its graph; export the "
+                "checkpoint again to change it"
+            )
     if cfg.get("threshold") is not None:
         raise UsageError(
             f"threshold={cfg.get('threshold')}: an exported model's threshold is in its "
@@ -236,6 +248,35 @@ def predict_exported(
     threshold = model.threshold
     shown = "argmax" if threshold is None else f"threshold {threshold:.2f}"
     print(f"{summary}; {shown}; onnxruntime; outputs in {output}")
+
+
+def apply_tta(module: Any, cfg: DictConfig, ckpt: str) -> dict[str, Any]:
+    """Set ``tta_hflip``/``tta_scales`` on the module when given (UsageError where the
+    model has no such setting); what the output folder records of them (empty: none
+    given, the outputs are the checkpoint's as trained)."""
+    from omegaconf import ListConfig
+
+    from fashionseg.model.tta import check_scales
+
+    hflip, scales = cfg.get("tta_hflip"), cfg.get("tta_scales")
+    if hflip is None and scales is None:
+        return {}
+    if not hasattr(module, "tta_hflip"):
+        raise UsageError(
+            f"{ckpt}: tta_hflip and tta_scales apply to the semantic models and Panoptic "
+            f"FPN's semantic head only, not {module.hparams.net.get('arch', 'this model')!r}"
+        )
+    if hflip is not None:
+        if not isinstance(hflip, bool):
+            raise UsageError(f"tta_hflip={hflip}: must be true or false")
+        module.tta_hflip = hflip
+    if scales is not None:
+        scales = list(scales) if isinstance(scales, ListConfig | list | tuple) else [scales]
+        try:
+            module.tta_scales = check_scales(scales)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+    return {"tta": {"hflip": bool(module.tta_hflip), "scales": list(module.tta_scales)}}
 
 
 def loader_settings(cfg: DictConfig) -> tuple[int, int]:

@@ -84,15 +84,16 @@ _SHOWN = 3  # foreign files named in an error
 
 @dataclass(frozen=True)
 class PhotoOutputs:
-    """One photo and the names of its two outputs in the output folder."""
+    """One photo and the names of its outputs in the output folder: its label map and
+    its overlay (None for a folder of label maps alone: pseudo-labelling's)."""
 
     photo: Path
     label: str
-    overlay: str
+    overlay: str | None
 
     @property
-    def names(self) -> tuple[str, str]:
-        return (self.label, self.overlay)
+    def names(self) -> tuple[str, ...]:
+        return (self.label,) if self.overlay is None else (self.label, self.overlay)
 
 
 def outputs_for(photos: Sequence[str | Path]) -> list[PhotoOutputs]:
@@ -363,6 +364,7 @@ def save_outputs(
     recorded before it is written; a write that fails (a full disk, a folder made
     read-only meanwhile...) is a one-line UsageError. ``task`` gives ``colors`` and what
     :func:`fashionseg.files.save_label_png` needs."""
+    assert outputs.overlay is not None, "predict's outputs have an overlay"
     try:
         save_label_png(folder.claim(outputs.label, outputs.photo), label_map, task)
         pil = Image.fromarray(overlay_rgb(rgb, label_map, task.colors))

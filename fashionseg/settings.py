@@ -21,6 +21,7 @@ REQUIRED = {
     "train": (("data.root", "data.root=DIR"),),
     "evaluate": (("ckpt", "ckpt=PATH"), ("data.root", "data.root=DIR")),
     "predict": (("ckpt", "ckpt=PATH"), ("input", "input=PATH"), ("output", "output=PATH")),
+    "pseudo_label": (("ckpt", "ckpt=PATH"), ("input", "input=PATH"), ("out", "out=DIR")),
 }
 
 
@@ -196,6 +197,12 @@ def check_settings(cfg: DictConfig, cli: str) -> None:
     ckpt_path = _get(cfg, "ckpt_path")
     if ckpt_path is not None and not Path(str(ckpt_path)).is_file():
         raise UsageError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    decay = _get(cfg, "callbacks.ema.decay")
+    if decay is not None and (_number(decay) is None or not 0 < _number(decay) < 1):
+        raise UsageError(f"callbacks.ema.decay={decay}: must be a number in (0, 1), or null (off)")
+    init_from = _get(cfg, "model.init_from")
+    if init_from is not None and not Path(str(init_from)).is_file():
+        raise UsageError(f"model.init_from={init_from}: no such checkpoint file")
     if _get(cfg, "train") is not False:
         epochs = _get(cfg, "trainer.max_epochs")
         if epochs is not None:

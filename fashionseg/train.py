@@ -76,7 +76,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     datamodule: L.LightningDataModule = build(cfg.data)
     module: L.LightningModule = build(cfg.model, _recursive_=False)
+    # a callback whose factory answers None is switched off (callbacks.ema.decay=null)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [c for c in callbacks if c is not None]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     from fashionseg.profiling import active_steps, trace_profiler
 
@@ -86,6 +88,18 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         extra["profiler"] = trace_profiler(out_dir / "profile", steps)
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **extra)
 
+    start = None
+    if cfg.get("train", True):
+        start = cfg.get("ckpt_path") or resume_checkpoint(
+            cfg.get("resume"), Path(cfg.paths.log_dir) / cfg.task.name / "runs", out_dir
+        )
+    init_from = module.hparams.get("init_from")
+    if init_from and start is None:  # a resumed run has its own weights already
+        from fashionseg.model.checkpoint import init_from_checkpoint
+
+        init_from_checkpoint(module, init_from)
+        print(f"initialised from {init_from}")
+
     datamodule.prepare_data()
     datamodule.setup("fit")
     if trainer.is_global_zero:
@@ -93,9 +107,6 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
 
     ckpt_path, best_val = None, None
     if cfg.get("train", True):
-        start = cfg.get("ckpt_path") or resume_checkpoint(
-            cfg.get("resume"), Path(cfg.paths.log_dir) / cfg.task.name / "runs", out_dir
-        )
         if start is not None:
             log.info("resuming from %s", start)
             print(f"resuming from {start}")

@@ -108,3 +108,24 @@ def test_a_folder_that_is_no_run_still_gets_a_card(tmp_path: Path) -> None:
     card = write_model_card(tmp_path / "out" / CARD_NAME, tmp_path / "nothing", get_task("person"))
     text = card.read_text()
     assert "| 1 | person | `#800000` (128, 0, 0) |" in text and "Not tested" in text
+
+
+def test_the_card_names_extra_roots_init_from_and_ema() -> None:
+    config = {
+        "data": {"root": "/nowhere/labelled"},
+        "model": {"net": {"arch": "x", "weights": "none"}, "init_from": "teacher.ckpt"},
+        "callbacks": {"ema": {"decay": 0.999}},
+    }
+    split = {
+        "train": ["a", "b"],
+        "val": ["c"],
+        "test": ["d"],
+        "extra": [{"root": "pseudo", "weight": 0.5, "resolved": "/x/pseudo", "stems": ["a", "e"]}],
+    }
+    text = model_card(get_task("person"), config, split=split)
+    assert "photos per split: train 2, val 1, test 1" in text
+    assert "extra training root: `pseudo` (weight 0.5): 2 photos, never validated" in text
+    assert "then those of `teacher.ckpt` (init_from)" in text
+    assert "weight averaging: EMA, decay 0.999" in text
+    plain = model_card(get_task("person"), {"data": {"root": "/nowhere"}}, split=split)
+    assert "init_from" not in plain and "weight averaging" not in plain

@@ -223,3 +223,31 @@ def test_report_records_kept_rows_whose_record_is_carried_over(tmp_path: Path) -
     before = record_path(records, "person", "ccp_semantic").read_text()
     assert main([*args, "--rows", "ccp_semantic"]) == 0  # a run's record is kept as it is
     assert record_path(records, "person", "ccp_semantic").read_text() == before
+
+
+def test_a_many_class_task_gets_one_line_per_class_and_a_summary_line() -> None:
+    names = ["background", *(f"c{i}" for i in range(1, 20))]
+    iou: dict[str, float | None] = {n: 0.5 for n in names}
+    iou["c7"] = None  # absent from the test split and never predicted
+    r = make_record(
+        row="ccp_semantic_plus",
+        task="many",
+        family="semantic",
+        command=["python", "-m", "fashionseg.train", "experiment=ccp_semantic_plus", "task=many"],
+        metrics={"iou": iou, "miou": 0.5, "pixel_accuracy": 0.8},
+        conditions="CPU, 2 cores, 1 thread",
+        wall_s=1800.0,
+        cpu_s=1700.0,
+        date="2026-12-07",
+    )
+    lines = results_block([r], {"many": names}, {"ccp_semantic_plus": "S"}).splitlines()
+    assert (
+        "| ccp_semantic_plus | 19 of 20 | **50.0** | 80.0 | 30.0 min | 28.3 min | 2026-12-07 "
+        "| run |" in lines
+    )
+    assert "| 7 | c7 | n/a |" in lines and "| 19 | c19 | 50.0 |" in lines
+    assert not any(line.startswith("| row | background |") for line in lines)  # not wide
+    summary = summary_block([r], {}).splitlines()
+    assert "**many**" in summary
+    assert "| our best row | `ccp_semantic_plus` | 50.0 | 80.0 | 30.0 min |" in summary
+    assert any("IoU of every class: [docs/results.md](docs/results.md#many)" in x for x in summary)

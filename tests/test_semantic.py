@@ -166,7 +166,7 @@ def test_siblings_only_the_mask_rcnn_module_has_threshold_machinery() -> None:
     assert set(THRESHOLD_BUFFERS) <= set(maskrcnn.state_dict())
     assert not set(THRESHOLD_BUFFERS) & set(semantic.state_dict())
     assert "val_miou" in semantic.state_dict()  # the base's: validation's figure
-    assert set(semantic.hparams) == {"family", "task", "net", "optimizer", "scheduler"}
+    assert set(semantic.hparams) == {"family", "task", "net", "optimizer", "scheduler", "init_from"}
     assert {"fusion", "thresholds", "threshold"} <= set(maskrcnn.hparams)
     assert semantic.score_threshold is None and len(semantic.val_sweep.thresholds) == 1
     with pytest.raises(TypeError):
@@ -190,7 +190,7 @@ def test_checkpoints_from_when_it_inherited_mask_rcnn_still_load(tmp_path: Path)
     torch.save({"state_dict": state, "hyper_parameters": hparams}, ckpt)
     loaded = load_module(ckpt, threshold=0.3)  # the override means nothing for argmax
     assert isinstance(loaded, SemanticModule)
-    assert set(loaded.hparams) == {"family", "task", "net", "optimizer", "scheduler"}
+    assert set(loaded.hparams) == {"family", "task", "net", "optimizer", "scheduler", "init_from"}
     checkpoint = {"state_dict": dict(state)}
     module.on_load_checkpoint(checkpoint)  # resuming or testing through Lightning
     module.load_state_dict(checkpoint["state_dict"])
@@ -247,4 +247,11 @@ def test_a_misspelt_setting_of_the_mask_rcnn_module_is_refused() -> None:
     with pytest.raises(TypeError, match="MaskRCNNModule got unexpected settings: treshold"):
         MaskRCNNModule(task="person", net=net, treshold=0.3)
     assert MaskRCNNModule.accepted_settings() >= {"task", "net", "optimizer", "fusion", "ap"}
-    assert SemanticModule.accepted_settings() == {"family", "task", "net", "optimizer", "scheduler"}
+    assert SemanticModule.accepted_settings() == {
+        "family",
+        "task",
+        "net",
+        "optimizer",
+        "scheduler",
+        "init_from",
+    }

@@ -10,10 +10,19 @@ from typing import Any
 
 import lightning as L
 from torch import distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler
 
 from fashionseg.data.dataset import FashionDataset
 from fashionseg.data.io import DataError, MaskRules, check_dataset, find_samples, raise_problems
+from fashionseg.data.roots import (
+    EpochWeightedSampler,
+    ExtraRoot,
+    check_weight,
+    parse_extra_roots,
+    photo_weights,
+    root_problem,
+    sampler_seed,
+)
 from fashionseg.data.split import check_ratios
 from fashionseg.data.targets import check_instances
 from fashionseg.data.transforms import build_train_transforms
@@ -134,6 +143,13 @@ class FashionDataModule(L.LightningDataModule):
     arguments) fills an empty ``root`` with synthetic data first. ``ignore_index`` (the
     mask value no loss or metric counts; None: none) and ``binary_255`` (True: 255 is the
     person in 0/255 masks) say how masks are read: :class:`fashionseg.data.io.MaskRules`.
+
+    ``extra_roots`` (paths, or ``{root, weight}`` mappings: :mod:`fashionseg.data.roots`)
+    are datasets of the same task whose photos all join the training split only; then the
+    training loader draws ``epoch_photos`` photos per epoch (None: as many as there are
+    training photos over all roots) with replacement, each root's share of the draws
+    proportional to its weight (the labelled root's: ``labelled_weight``). Without extra
+    roots the training loader shuffles the labelled training split as it always has.
     """
 
     def __init__(
@@ -159,11 +175,22 @@ class FashionDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         generate: dict[str, Any] | None = None,
+        extra_roots: Sequence[Any] | None = None,
+        labelled_weight: float = 1.0,
+        epoch_photos: int | None = None,
     ) -> None:
         super().__init__()
         label_set = get_task(task)
         check_instances(instances, "data.instances")
         split = check_ratios(split)
+        extras = parse_extra_roots(extra_roots)
+        labelled_weight = check_weight("data.labelled_weight", labelled_weight)
+        if epoch_photos is not None and (
+            isinstance(epoch_photos, bool) or not isinstance(epoch_photos, int) or epoch_photos < 1
+        ):
+            raise DataError(
+                f"data.epoch_photos={epoch_photos!r}: must be a whole number >= 1 or null"
+            )
         MaskRules(ignore_index, binary_255).check(label_set)
         scale_jitter = [float(s) for s in scale_jitter] if scale_jitter else None
         crop = [float(s) for s in crop] if crop else None
@@ -192,12 +219,17 @@ class FashionDataModule(L.LightningDataModule):
                 "pin_memory": bool(pin_memory),
                 "persistent_workers": bool(persistent_workers),
                 "generate": generate,
+                "extra_roots": [e.to_config() for e in extras],
+                "labelled_weight": labelled_weight,
+                "epoch_photos": epoch_photos,
             }
         )
         self.root = Path(root)
         self.task = label_set
+        self.extra_roots: list[ExtraRoot] = extras
         self.split_stems: dict[str, list[str]] = {}
-        self._datasets: dict[str, FashionDataset] = {}
+        self.extra_stems: list[list[str]] = []  # each extra root's stems, sorted
+        self._datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
         """Generate synthetic data into ``root`` when it has no images/ and ``generate`` is set."""
@@ -221,6 +253,17 @@ class FashionDataModule(L.LightningDataModule):
         else:
             self.split_stems = make_split(stems, self.hparams.split, self.hparams.seed)
         self.split_stems["all"] = sorted(stems)
+        self.extra_stems = [
+            self._check_extra(i, extra, rules) for i, extra in enumerate(self.extra_roots)
+        ]
+
+    def _check_extra(self, index: int, extra: ExtraRoot, rules: MaskRules) -> list[str]:
+        """The sorted stems of an extra root, after checking all its files as the labelled
+        root's are (its masks may hold ``ignore_index`` pixels)."""
+        problems = check_dataset(extra.root, self.task, rules)
+        if problems:
+            raise DataError(root_problem(problems, index, extra, self.task.name))
+        return [s.stem for s in find_samples(extra.root, self.task)]
 
     def write_manifest(self, path: str | Path) -> Path:
         """Save the split (stems per split) as JSON; give it back as ``manifest``."""
@@ -232,13 +275,20 @@ class FashionDataModule(L.LightningDataModule):
             "split": self.hparams.split,
         }
         data.update({name: self.split_stems[name] for name in SPLITS})
+        if self.extra_roots:  # training-only photos of other roots (absent: none)
+            data["extra"] = [
+                {**extra.to_config(), "resolved": str(extra.resolved), "stems": stems}
+                for extra, stems in zip(self.extra_roots, self.extra_stems, strict=True)
+            ]
         return write_json(path, data)
 
-    def dataset(self, split: str) -> FashionDataset:
+    def dataset(self, split: str) -> Dataset:
         """The dataset of ``split`` (train | val | test | all); train is augmented unless
         ``augment`` is false (scoring a checkpoint on its training photos) and is the only
         split whose items carry Mask R-CNN instances (``masks``/``boxes``/``labels``): the
-        others are scored on their label maps (``semantic``) alone."""
+        others are scored on their label maps (``semantic``) alone. With extra roots, train
+        is a ConcatDataset: the labelled training split, then each extra root's photos
+        (items with ``root``, image ids after the labelled root's)."""
         if split not in (*SPLITS, "all"):
             raise ValueError(f"unknown split {split!r}: choose one of train, val, test, all")
         if not self.split_stems:
@@ -250,30 +300,50 @@ class FashionDataModule(L.LightningDataModule):
                 transforms = build_train_transforms(
                     hp.hflip, hp.scale_jitter, hp.color_jitter, hp.hue_jitter, hp.crop
                 )
-            self._datasets[split] = FashionDataset(
-                self.root,
-                self.task,
-                self.split_stems[split],
-                hp.instances,
-                hp.min_area,
-                transforms,
-                hp.ignore_index,
-                hp.binary_255,
-                with_instances=split == "train",
+            settings = (hp.instances, hp.min_area, transforms, hp.ignore_index, hp.binary_255)
+            train = split == "train"
+            dataset: Dataset = FashionDataset(
+                self.root, self.task, self.split_stems[split], *settings, with_instances=train
             )
+            if train and self.extra_roots:
+                parts, offset = [dataset], len(self.split_stems["all"])
+                for extra, stems in zip(self.extra_roots, self.extra_stems, strict=True):
+                    parts.append(
+                        FashionDataset(
+                            extra.root,
+                            self.task,
+                            stems,
+                            *settings,
+                            id_offset=offset,
+                            source=extra.root,
+                        )
+                    )
+                    offset += len(stems)
+                dataset = ConcatDataset(parts)
+            self._datasets[split] = dataset
         return self._datasets[split]
 
+    def train_sampler(self) -> EpochWeightedSampler | None:
+        """The training loader's weighted sampler with extra roots (None without)."""
+        if not self.extra_roots:
+            return None
+        sizes = [len(self.split_stems["train"]), *map(len, self.extra_stems)]
+        weights = [self.hparams.labelled_weight, *(e.weight for e in self.extra_roots)]
+        draws = self.hparams.epoch_photos or sum(sizes)
+        return EpochWeightedSampler(photo_weights(sizes, weights), draws, sampler_seed())
+
     def dataloader(self, split: str) -> DataLoader:
-        """A loader over ``split``; only train shuffles."""
+        """A loader over ``split``; only train shuffles (or, with extra roots, draws by
+        weight: :meth:`train_sampler`)."""
         hp = self.hparams
         train = split == "train"
         dataset = self.dataset(split)
         # evaluation: each photo once on whichever rank (see EvalSampler)
-        sampler = None if train else EvalSampler(dataset)
+        sampler = self.train_sampler() if train else EvalSampler(dataset)
         return DataLoader(
             dataset,
             batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-            shuffle=train,
+            shuffle=train and sampler is None,
             sampler=sampler,
             num_workers=hp.num_workers,
             pin_memory=hp.pin_memory,

@@ -73,7 +73,9 @@ class FashionDataset(Dataset):
     the uint8 photo and the label map through :func:`fashionseg.data.transforms.augment`.
     ``ignore_index``/``binary_255``: see :class:`fashionseg.data.io.MaskRules`; ignored
     pixels are :data:`fashionseg.data.targets.IGNORE_INDEX` in ``semantic`` and in no
-    instance.
+    instance. ``id_offset`` is added to ``image_id`` and ``source`` (when given) is the
+    items' ``root`` entry: how the photos of an extra training root
+    (:mod:`fashionseg.data.roots`) stay distinct from another root's of the same stem.
     """
 
     def __init__(
@@ -87,6 +89,8 @@ class FashionDataset(Dataset):
         ignore_index: int | None = 255,
         binary_255: bool | None = None,
         with_instances: bool = True,
+        id_offset: int = 0,
+        source: str | None = None,
     ) -> None:
         self.root = Path(root)
         self.task = task if isinstance(task, Task) else get_task(task)
@@ -108,6 +112,8 @@ class FashionDataset(Dataset):
         self.min_area = min_area
         self.transforms = transforms
         self.with_instances = with_instances
+        self.id_offset = int(id_offset)
+        self.source = source
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -135,8 +141,11 @@ class FashionDataset(Dataset):
                     semantic.numpy(), self.task.num_classes, self.instances, self.min_area
                 )
             )
-        target["image_id"] = torch.tensor(self._ids[sample.stem], dtype=torch.int64)
+        image_id = self._ids[sample.stem] + self.id_offset
+        target["image_id"] = torch.tensor(image_id, dtype=torch.int64)
         target["stem"] = sample.stem
+        if self.source is not None:
+            target["root"] = self.source
         if image.dtype == torch.uint8:
             image = image.to(torch.float32, memory_format=torch.contiguous_format).div_(255)
         return image.contiguous(), target  # a no-op unless custom transforms kept the view

@@ -65,6 +65,9 @@ class SegmentationBase(L.LightningModule):
         family: the model family a checkpoint's hyper-parameters name (saved from the
             class's :attr:`family`); given (hyper-parameters read back), it must be the
             class's own.
+        init_from: a fashionseg checkpoint whose network weights ``train`` loads before
+            the first step (:func:`fashionseg.model.checkpoint.init_from_checkpoint`);
+            only recorded here, never loaded by the constructor.
         **settings: the subclass's own hyper-parameters, saved after these (plain values).
     """
 
@@ -79,6 +82,7 @@ class SegmentationBase(L.LightningModule):
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         family: str | None = None,
+        init_from: str | None = None,
         **settings: Any,
     ) -> None:
         # settings are the named parameters of the subclass's own constructor (a subclass
@@ -105,6 +109,7 @@ class SegmentationBase(L.LightningModule):
                 "net": dict(net or {}),
                 "optimizer": dict(optimizer or DEFAULT_OPTIMIZER),
                 "scheduler": dict(scheduler or {}),
+                "init_from": str(init_from) if init_from else None,
                 **settings,
             }
         )

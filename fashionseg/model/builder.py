@@ -31,6 +31,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import misc as misc_nn_ops
 
 from fashionseg.model.roi_heads import IgnoreAwareRoIHeads
+from fashionseg.model.tta import check_scales
 
 WEIGHTS = ("auto", "coco", "imagenet", "none")
 log = logging.getLogger(__name__)
@@ -231,6 +232,7 @@ def build_maskrcnn(
     semantic_loss_weight: float = 1.0,
     semantic_channels: int = 128,
     tta_hflip: bool = False,
+    tta_scales: Sequence[float] | None = None,
     **detector: Any,
 ) -> MaskRCNN:
     """Build a Mask R-CNN (``detector`` settings: see :func:`build_detector`), with Panoptic
@@ -238,7 +240,8 @@ def build_maskrcnn(
     :class:`fashionseg.model.panoptic.PanopticMaskRCNN`, whose head is always newly
     initialised (whatever ``weights``), ``semantic_channels`` wide and trained with
     cross-entropy times ``semantic_loss_weight`` beside the Mask R-CNN losses; with
-    ``tta_hflip`` evaluation averages its logits with the mirror image's. The RoI heads
+    ``tta_hflip`` evaluation averages its logits with the mirror image's, with
+    ``tta_scales`` its probabilities over those scales of the photo. The RoI heads
     are :class:`fashionseg.model.roi_heads.IgnoreAwareRoIHeads` (targets carrying
     ``semantic`` leave its ignored pixels out of the mask loss).
     """
@@ -251,6 +254,12 @@ def build_maskrcnn(
             "model.net.tta_hflip averages the semantic head's logits: it needs "
             "model.net.semantic_head=true"
         )
+    scales = check_scales(tta_scales or (1.0,))
+    if scales != (1.0,) and not semantic_head:
+        raise ValueError(
+            "model.net.tta_scales averages the semantic head's probabilities: it needs "
+            "model.net.semantic_head=true"
+        )
     detector = build_detector(arch, num_classes, **detector)
     # the same heads and weights; only the training mask loss leaves ignored pixels out
     # (the subclass adds no state, so checkpoints are unchanged)
@@ -260,7 +269,7 @@ def build_maskrcnn(
     from fashionseg.model.panoptic import PanopticMaskRCNN
 
     return PanopticMaskRCNN(
-        detector, num_classes, semantic_loss_weight, semantic_channels, tta_hflip
+        detector, num_classes, semantic_loss_weight, semantic_channels, tta_hflip, scales
     )
 
 

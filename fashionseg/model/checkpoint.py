@@ -162,3 +162,50 @@ def _with_batchnorm_counters(state: dict[str, Any], own: dict[str, Any]) -> dict
     foreign = {k for k in THRESHOLD_BUFFERS if k in state and k not in own}
     kept = {k: v for k, v in state.items() if k not in foreign}
     return {**kept, **{k: own[k] for k in missing}}
+
+
+def init_from_checkpoint(module: SegmentationBase, path: str | Path) -> SegmentationBase:
+    """Load the network weights of the checkpoint at ``path`` into ``module`` (in place).
+
+    The checkpoint must be of the same family (Mask R-CNN or semantic) and label set and
+    its network must fit ``module``'s exactly; anything else is a one-line CheckpointError
+    naming the file. Only ``net.*`` is loaded: the module's own buffers (validated
+    thresholds, ``val_miou``) stay fresh, and so do the optimizer and the epoch.
+    """
+    from fashionseg.model.semantic import SEMANTIC_ARCHS, SemanticModule
+
+    ckpt = read_checkpoint(path)
+    hparams = ckpt["hyper_parameters"]
+    arch = (hparams.get("net") or {}).get("arch", "maskrcnn_resnet50_fpn")
+    family = "semantic" if arch in SEMANTIC_ARCHS else "Mask R-CNN"
+    own = "semantic" if isinstance(module, SemanticModule) else "Mask R-CNN"
+    if family != own:
+        raise CheckpointError(
+            f"{path}: model.init_from holds a {family} model ({arch}), this run trains a "
+            f"{own} one ({module.hparams.net.get('arch')})"
+        )
+    try:
+        teacher = get_task(hparams.get("task", "person"))
+    except TaskError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    if teacher.class_names != module.task.class_names:
+        raise CheckpointError(
+            f"{path}: model.init_from is for task {teacher.name!r} ({teacher.num_classes} "
+            f"classes: {', '.join(teacher.class_names)}), this run trains "
+            f"{module.task.name!r} ({module.task.num_classes} classes: "
+            f"{', '.join(module.task.class_names)})"
+        )
+    state = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    own_state = module.net.state_dict()
+    fill = {
+        k: own_state[k] for k in own_state if k not in state and k.endswith("num_batches_tracked")
+    }
+    try:
+        module.net.load_state_dict({**state, **fill})
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())
+        raise CheckpointError(
+            f"{path}: model.init_from's network does not fit this run's "
+            f"{module.hparams.net.get('arch')}: {detail[:300]}"
+        ) from None
+    return module

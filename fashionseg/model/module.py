@@ -139,6 +139,21 @@ class MaskRCNNModule(SegmentationBase):
             raise AttributeError("tta_hflip needs Panoptic FPN's semantic head")
         self.net.tta_hflip = bool(value)
 
+    @property
+    def tta_scales(self) -> tuple[float, ...]:
+        """The semantic head's multi-scale TTA scales (``net.tta_scales``; head only)."""
+        if not self.has_semantic_head:
+            raise AttributeError("tta_scales needs Panoptic FPN's semantic head")
+        return self.net.tta_scales
+
+    @tta_scales.setter
+    def tta_scales(self, value: Sequence[float]) -> None:
+        if not self.has_semantic_head:
+            raise AttributeError("tta_scales needs Panoptic FPN's semantic head")
+        from fashionseg.model.tta import check_scales
+
+        self.net.tta_scales = check_scales(value)
+
     def build_net(self, settings: Mapping[str, Any]) -> torch.nn.Module:
         return build_maskrcnn(num_classes=self.task.num_classes, **settings)
 

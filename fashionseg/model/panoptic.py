@@ -21,13 +21,18 @@ In evaluation every detection dict gains ``sem_probs``: ``[C, H, W]`` class
 probabilities at the photo's own size (padding cropped away, then bilinear resize);
 with ``tta_hflip`` the head's logits are averaged with those of the mirror image (the
 backbone and head run once more; the instances come from the photo alone; see
-:mod:`fashionseg.model.tta` for how a padded batch is mirrored).
+:mod:`fashionseg.model.tta` for how a padded batch is mirrored); with ``tta_scales`` the
+backbone and head also run on the photos resized by each scale times the detector's own
+resize, and ``sem_probs`` is the mean of the scales' probabilities
+(:func:`fashionseg.model.tta.scale_average`; the instances still come from scale 1).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +42,7 @@ from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.image_list import ImageList
 
 from fashionseg.data.targets import IGNORE_INDEX
-from fashionseg.model.tta import mirror_average
+from fashionseg.model.tta import check_scales, mirror_average, scale_average
 from fashionseg.postprocess import semantic_probs
 
 # FPN outputs that are not semantic-head inputs (torchvision's LastLevelMaxPool level)
@@ -148,6 +153,7 @@ class PanopticMaskRCNN(MaskRCNN):
         loss_weight: float = 1.0,
         channels: int = 128,
         tta_hflip: bool = False,
+        tta_scales: Sequence[float] = (1.0,),
     ) -> None:
         GeneralizedRCNN.__init__(
             self, detector.backbone, detector.rpn, detector.roi_heads, detector.transform
@@ -157,6 +163,7 @@ class PanopticMaskRCNN(MaskRCNN):
         self.semantic_loss_weight = float(loss_weight)
         self.num_classes = num_classes
         self.tta_hflip = bool(tta_hflip)
+        self.tta_scales = check_scales(tta_scales)
 
     def semantic_logits(self, features: dict[str, Tensor], padded: tuple[int, int]) -> Tensor:
         """Head logits ``[B, C, H, W]`` at the padded batch's size."""
@@ -212,11 +219,42 @@ class PanopticMaskRCNN(MaskRCNN):
                 "loss_semantic": loss * self.semantic_loss_weight,
             }
         detections = self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
-        for i, (image_size, size) in enumerate(
-            zip(image_list.image_sizes, original_sizes, strict=True)
-        ):
-            detections[i]["sem_probs"] = semantic_probs(logits[i : i + 1], image_size, size)[0]
+        probs = self.semantic_probabilities(images, image_list, logits, original_sizes)
+        for i, sem_probs in enumerate(probs):
+            detections[i]["sem_probs"] = sem_probs
         return detections
+
+    def semantic_probabilities(
+        self,
+        images: Sequence[Tensor],
+        image_list: ImageList,
+        logits: Tensor,
+        original_sizes: Sequence[tuple[int, int]],
+    ) -> list[Tensor]:
+        """Each photo's ``[C, H, W]`` class probabilities at its original size: from
+        ``logits`` (:meth:`semantic_outputs` of ``image_list``, the batch at the detector's
+        own resize), averaged over ``tta_scales`` outside training (the backbone and head
+        run again on ``images`` at each other scale)."""
+
+        def at(scale: float) -> list[Tensor]:
+            batch, out = image_list, logits
+            if scale != 1.0:
+                transform = copy.copy(self.transform)
+                transform.min_size = tuple(float(m) * scale for m in self.transform.min_size)
+                transform.max_size = float(self.transform.max_size) * scale
+                batch, _ = transform(list(images))
+                features = self.backbone(batch.tensors)
+                if isinstance(features, Tensor):
+                    features = OrderedDict([("0", features)])
+                out = self.semantic_outputs(features, batch)
+            return [
+                semantic_probs(out[i : i + 1], image_size, size)[0]
+                for i, (image_size, size) in enumerate(
+                    zip(batch.image_sizes, original_sizes, strict=True)
+                )
+            ]
+
+        return scale_average(at, (1.0,) if self.training else self.tta_scales)
 
     def semantic_outputs(self, features: dict[str, Tensor], image_list: ImageList) -> Tensor:
         """The head's ``[B, C, Hp, Wp]`` logits at the padded batch's size (averaged with

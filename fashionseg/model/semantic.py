@@ -26,6 +26,7 @@ from fashionseg.data.targets import IGNORE_INDEX
 from fashionseg.model.base import SegmentationBase
 from fashionseg.model.builder import resolve_auto
 from fashionseg.model.semantic_pipeline import MEAN, STD, SemanticPipeline, resized_size
+from fashionseg.model.tta import check_scales
 from fashionseg.thresholds import THRESHOLD_BUFFERS
 
 SEMANTIC_ARCHS = (
@@ -97,8 +98,9 @@ def build_semantic(
 class SemanticModule(SegmentationBase):
     """Per-pixel cross-entropy training of a torchvision segmentation model.
 
-    ``net`` holds ``arch``, ``weights``, ``min_size``, ``max_size`` and ``tta_hflip``
-    (evaluation averages the logits of the photo and its mirror image); ``optimizer``
+    ``net`` holds ``arch``, ``weights``, ``min_size``, ``max_size``, ``tta_hflip``
+    (evaluation averages the logits of the photo and its mirror image) and ``tta_scales``
+    (multi-scale TTA: :class:`SemanticPipeline`; default ``[1.0]``, none); ``optimizer``
     and ``scheduler`` are those of :class:`fashionseg.model.base.SegmentationBase`.
     Pixels take the class of highest probability: there is no score threshold.
     """
@@ -112,6 +114,7 @@ class SemanticModule(SegmentationBase):
         self.min_size = int(settings.pop("min_size", 400))
         self.max_size = int(settings.pop("max_size", 600))
         self.tta_hflip = bool(settings.pop("tta_hflip", False))
+        self.tta_scales = check_scales(settings.pop("tta_scales", None) or (1.0,))
         return build_semantic(num_classes=self.task.num_classes, **settings)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -122,12 +125,18 @@ class SemanticModule(SegmentationBase):
 
     @property
     def pipeline(self) -> SemanticPipeline:
-        """The network with its pre- and post-processing (resize, normalise, pad, flip
-        TTA, crop and upsample back) at this module's settings; what :mod:`fashionseg.export`
+        """The network with its pre- and post-processing (resize, normalise, pad, flip and
+        multi-scale TTA, crop and upsample back) at this module's settings; what :mod:`fashionseg.export`
         exports. Made on each use from the module's network and buffers (shared, not
         copied), so that the checkpoint's keys stay those of the network."""
         pipeline = SemanticPipeline(
-            self.net, self.min_size, self.max_size, self.tta_hflip, self.mean, self.std
+            self.net,
+            self.min_size,
+            self.max_size,
+            self.tta_hflip,
+            self.mean,
+            self.std,
+            tta_scales=self.tta_scales,
         )
         return pipeline.train(self.training)
 
@@ -146,7 +155,7 @@ class SemanticModule(SegmentationBase):
 
     @torch.no_grad()
     def predict_maps(self, images: list[Tensor]) -> list[Tensor]:
-        return [probs.argmax(0) for probs in self(images)]
+        return self.pipeline.labels(images)
 
     def training_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> Tensor:
         images, targets = batch

@@ -124,10 +124,17 @@ def _recipe(config: Mapping[str, Any]) -> list[str]:
     if data.get("augment") is False:
         augment = []
     weights = net.get("weights", "?")
+    ema = (config.get("callbacks") or {}).get("ema") or {}
     return [
         f"- model: `{_short(model.get('_target_'))}`, architecture `{net.get('arch', 'maskrcnn')}`",
         f"- weights at the start: `{weights}`"
-        + (" (random init, trained from scratch)" if weights == "none" else ""),
+        + (" (random init, trained from scratch)" if weights == "none" else "")
+        + (f", then those of `{model['init_from']}` (init_from)" if model.get("init_from") else ""),
+        *(
+            [f"- weight averaging: EMA, decay {ema['decay']} (validated, saved and tested)"]
+            if ema.get("decay") is not None
+            else []
+        ),
         f"- network input: photos resized to min side {net.get('min_size', '?')} / "
         f"max side {net.get('max_size', '?')} px",
         f"- epochs: {config.get('trainer', {}).get('max_epochs', '?')}, batch size "
@@ -238,6 +245,11 @@ def model_card(
         lines.append(f"| {i} | {name} | `{hex_code}` {tuple(colour)} |")
     counts = ", ".join(f"{s} {len(split.get(s, []))}" for s in SPLITS) if split else "not recorded"
     lines += ["", "## Data", "", f"- root: `{root}`", f"- photos per split: {counts}"]
+    for extra in split.get("extra") or []:  # data.extra_roots: training photos only
+        lines.append(
+            f"- extra training root: `{extra.get('root')}` (weight {extra.get('weight')}): "
+            f"{len(extra.get('stems', []))} photos, never validated or tested on"
+        )
     lines.append(f"- split file: `{split_file}`" if split_file else "- split file: none")
     for name, quoted in data_terms(root):
         fence = "~" * max(4, *(len(q) - len(q.lstrip("~")) + 1 for q in quoted))

@@ -29,6 +29,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -44,6 +45,15 @@ from fashionseg.reporting.records import (
     record_path,
 )
 from fashionseg.reporting.records import record_run as _record_run
+from fashionseg.reporting.self_training import (
+    PIPELINES,
+    best_checkpoint,
+    pseudo_command,
+    stage,
+    student_overrides,
+    timed_run,
+    totals,
+)
 from fashionseg.reporting.tables import (
     ap_text,
     generated_files,
@@ -64,6 +74,9 @@ ROWS = {
     "ccp_panoptic_long": "Panoptic FPN, narrow RoI heads, 6 epochs (300x200, no crops)",
     "ccp_panoptic_mobile": "Panoptic FPN on a MobileNetV3 FPN (strides 8-32), 16 epochs, flip TTA",
     "ccp_panoptic_sem": "ccp_panoptic_long with the semantic loss weighted 4x",
+    "ccp_self_train": "self-training: ccp_semantic_plus as teacher, pseudo labels on the 1,094 "
+    "unlabelled CCP photos (flip + multi-scale TTA, class-wise thresholds, tags), a student "
+    "from the teacher on labelled + pseudo-labelled photos",
 }
 TASKS = ("person", "clothing")
 # Extra overrides of one row on one task, each with its measured reason.
@@ -82,10 +95,19 @@ def hardware() -> str:
     return f"CPU, {os.cpu_count()} cores, {threads} thread{'' if threads == 1 else 's'}"
 
 
-def row_command(row: str, task: str, data: str | None, run_dir: Path | None = None) -> list[str]:
-    """The training command of one row (``run_dir`` only when run by this tool)."""
-    cmd = ["python", "-m", "fashionseg.train", f"experiment={row}", f"task={task}"]
+def row_command(
+    row: str,
+    task: str,
+    data: str | None,
+    run_dir: Path | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The training command of one row (``run_dir`` only when run by this tool; ``extra``:
+    a pipeline's stage overrides, see :mod:`fashionseg.reporting.self_training`)."""
+    experiment = PIPELINES[row].student if row in PIPELINES else row
+    cmd = ["python", "-m", "fashionseg.train", f"experiment={experiment}", f"task={task}"]
     cmd += ROW_OVERRIDES.get((row, task), [])
+    cmd += list(extra)
     if data:
         cmd.append(f"data.root={data}")
     if run_dir is not None:
@@ -93,13 +115,23 @@ def row_command(row: str, task: str, data: str | None, run_dir: Path | None = No
     return cmd
 
 
-def run_row(row: str, task: str, data: str | None, out: Path, force: bool = False) -> Path:
-    """Train + test one row unless its metrics exist; return its run directory."""
+def run_row(
+    row: str,
+    task: str,
+    data: str | None,
+    out: Path,
+    force: bool = False,
+    extra: Sequence[str] = (),
+) -> Path:
+    """Train + test one row unless its metrics exist; return its run directory. A
+    pipeline row (:data:`PIPELINES`) runs its stages (:func:`run_pipeline`)."""
     run_dir = out / f"{task}-{row}"
     if (run_dir / "metrics.json").is_file() and not force:
         print(f"[report] {run_dir}: done, kept")
         return run_dir
-    cmd = row_command(row, task, data, run_dir)
+    if row in PIPELINES and not extra:
+        return run_pipeline(row, task, data, out, force)
+    cmd = row_command(row, task, data, run_dir, extra)
     if (run_dir / "checkpoints" / "last.ckpt").is_file() and not force:
         cmd.append(f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
     timing_path = run_dir / "report_timing.json"
@@ -125,6 +157,29 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def run_pipeline(row: str, task: str, data: str | None, out: Path, force: bool) -> Path:
+    """A staged row: the teacher row (kept when finished), pseudo labels (resumed by
+    ``pseudo_label`` itself), the student; their timings in the student's
+    ``stages.json``."""
+    pipeline = PIPELINES[row]
+    teacher_dir = run_row(pipeline.teacher, task, data, out)
+    teacher_ckpt = best_checkpoint(teacher_dir)
+    pseudo_root = out / f"{task}-{row}-pseudo"
+    pseudo_timing = out / f"{task}-{row}-pseudo-timing.json"
+    if not (pseudo_timing.is_file() and (pseudo_root / "pseudo_label.json").is_file()) or force:
+        timed_run(pseudo_command(pipeline, teacher_ckpt, pseudo_root), pseudo_timing)
+    run_dir = run_row(
+        row, task, data, out, force, extra=student_overrides(pseudo_root, teacher_ckpt)
+    )
+    stages = [
+        stage("teacher", teacher_dir / "report_timing.json"),
+        stage("pseudo labels", pseudo_timing),
+        stage("student", run_dir / "report_timing.json"),
+    ]
+    write_json(run_dir / "stages.json", {"stages": stages})
+    return run_dir
+
+
 def record_row(
     row: str, task: str, data: str | None, run_dir: Path, records: Path, trained: bool
 ) -> Path | None:
@@ -133,6 +188,18 @@ def record_row(
     path = record_path(records, task, row)
     if not trained and path.is_file() and read_record(path).get("source") != CARRIED_OVER:
         return None
+    stages_path = run_dir / "stages.json"
+    if row in PIPELINES and stages_path.is_file():
+        stages = json.loads(stages_path.read_text())["stages"]
+        command = ["python", "-m", "fashionseg.report", "--rows", row, "--tasks", task]
+        command += ["--data", data] if data else []
+        path = _record_run(records, run_dir, row=row, task=task, command=command)
+        record = read_record(path)
+        record["wall_s"], record["cpu_s"] = totals(stages)
+        record["stages"] = stages
+        record["config"]["overrides"] = stages[-1]["command"].split()[5:]
+        write_json(path, record)
+        return path
     command = row_command(row, task, data)
     return _record_run(records, run_dir, row=row, task=task, command=command, overrides=command[5:])
 
@@ -221,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
 def generated_blocks(records_dir: Path) -> dict[str, str]:
     """The generated blocks (:data:`fashionseg.reporting.tables.BLOCKS`) from the records."""
     records = load_records(records_dir)
-    tasks = {t: get_task(t).class_names for t in TASKS if any(r["task"] == t for r in records)}
+    present = {r["task"] for r in records}
+    order = [t for t in TASKS if t in present] + sorted(present - set(TASKS))
+    tasks = {t: get_task(t).class_names for t in order}
     return {
         "results": results_block(records, tasks, ROWS),
         "summary": summary_block(records, load_seed_report(records_dir)),
