@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shlex
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from fashionseg.reporting.records import record_run as _record_run
 from fashionseg.reporting.self_training import (
     PIPELINES,
     best_checkpoint,
+    children_cpu_seconds,
     pseudo_command,
     stage,
     student_overrides,
@@ -137,24 +137,18 @@ def run_row(
     timing_path = run_dir / "report_timing.json"
     before = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     print(f"[report] {' '.join(map(shlex.quote, cmd))}", flush=True)
-    start, cpu_start = time.perf_counter(), _children_cpu_seconds()
+    start, cpu_start = time.perf_counter(), children_cpu_seconds()
     proc = subprocess.run([sys.executable, *cmd[1:]], check=False)
     seconds = before.get("seconds", 0.0) + time.perf_counter() - start
     timing = {"seconds": seconds, "hardware": hardware(), "command": cmd}
     if "seconds" not in before or "cpu_seconds" in before:  # CPU time of every part known
         timing["cpu_seconds"] = before.get("cpu_seconds", 0.0) + (
-            _children_cpu_seconds() - cpu_start
+            children_cpu_seconds() - cpu_start
         )
     write_json(timing_path, timing)
     if proc.returncode != 0:
         raise SystemExit(f"[report] {task}-{row} failed (exit {proc.returncode}); see {run_dir}")
     return run_dir
-
-
-def _children_cpu_seconds() -> float:
-    """User + system CPU seconds of this process's finished children."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run_pipeline(row: str, task: str, data: str | None, out: Path, force: bool) -> Path:
