@@ -196,12 +196,8 @@ def init_from_checkpoint(module: SegmentationBase, path: str | Path) -> Segmenta
             f"{', '.join(module.task.class_names)})"
         )
     state = {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
-    own_state = module.net.state_dict()
-    fill = {
-        k: own_state[k] for k in own_state if k not in state and k.endswith("num_batches_tracked")
-    }
-    try:
-        module.net.load_state_dict({**state, **fill})
+    try:  # the network's BatchNorm counters filled as a checkpoint load fills them
+        module.net.load_state_dict(_with_batchnorm_counters(state, module.net.state_dict()))
     except RuntimeError as err:
         detail = " ".join(str(err).split())
         raise CheckpointError(
