@@ -42,7 +42,6 @@ def fake_stages(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
             write_json(Path(_arg(cmd, "out")) / "pseudo_label.json", {"done": True})
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(results_table.subprocess, "run", run)
     monkeypatch.setattr(self_training.subprocess, "run", run)
     return calls
 

@@ -24,10 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,7 +44,6 @@ from fashionseg.reporting.records import record_run as _record_run
 from fashionseg.reporting.self_training import (
     PIPELINES,
     best_checkpoint,
-    children_cpu_seconds,
     pseudo_command,
     stage,
     student_overrides,
@@ -134,20 +130,7 @@ def run_row(
     cmd = row_command(row, task, data, run_dir, extra)
     if (run_dir / "checkpoints" / "last.ckpt").is_file() and not force:
         cmd.append(f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}")
-    timing_path = run_dir / "report_timing.json"
-    before = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
-    print(f"[report] {' '.join(map(shlex.quote, cmd))}", flush=True)
-    start, cpu_start = time.perf_counter(), children_cpu_seconds()
-    proc = subprocess.run([sys.executable, *cmd[1:]], check=False)
-    seconds = before.get("seconds", 0.0) + time.perf_counter() - start
-    timing = {"seconds": seconds, "hardware": hardware(), "command": cmd}
-    if "seconds" not in before or "cpu_seconds" in before:  # CPU time of every part known
-        timing["cpu_seconds"] = before.get("cpu_seconds", 0.0) + (
-            children_cpu_seconds() - cpu_start
-        )
-    write_json(timing_path, timing)
-    if proc.returncode != 0:
-        raise SystemExit(f"[report] {task}-{row} failed (exit {proc.returncode}); see {run_dir}")
+    timed_run(cmd, run_dir / "report_timing.json", f"{task}-{row}", hardware=hardware())
     return run_dir
 
 
@@ -161,7 +144,11 @@ def run_pipeline(row: str, task: str, data: str | None, out: Path, force: bool) 
     pseudo_root = out / f"{task}-{row}-pseudo"
     pseudo_timing = out / f"{task}-{row}-pseudo-timing.json"
     if not (pseudo_timing.is_file() and (pseudo_root / "pseudo_label.json").is_file()) or force:
-        timed_run(pseudo_command(pipeline, teacher_ckpt, pseudo_root), pseudo_timing)
+        timed_run(
+            pseudo_command(pipeline, teacher_ckpt, pseudo_root),
+            pseudo_timing,
+            f"{task}-{row} pseudo labels",
+        )
     run_dir = run_row(
         row, task, data, out, force, extra=student_overrides(pseudo_root, teacher_ckpt)
     )

@@ -96,22 +96,27 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed_run(cmd: Sequence[str], timing_path: Path) -> dict[str, Any]:
+def timed_run(cmd: Sequence[str], timing_path: Path, label: str, **fields: Any) -> dict[str, Any]:
     """Run ``cmd`` (``python`` = this interpreter); add its wall and CPU time to those in
-    ``timing_path`` (a resumed stage keeps the time already spent) and save them there.
-    SystemExit naming the stage when it fails."""
+    ``timing_path`` (a resumed stage keeps the time already spent) and save them there with
+    ``fields``. The CPU time is left out when an earlier part ran without it being
+    recorded. SystemExit naming ``label`` when the command fails."""
     before = json.loads(timing_path.read_text()) if timing_path.is_file() else {}
     print(f"[report] {' '.join(map(shlex.quote, cmd))}", flush=True)
     start, cpu_start = time.perf_counter(), children_cpu_seconds()
     proc = subprocess.run([sys.executable, *cmd[1:]], check=False)
-    timing = {
+    timing: dict[str, Any] = {
         "seconds": before.get("seconds", 0.0) + time.perf_counter() - start,
-        "cpu_seconds": before.get("cpu_seconds", 0.0) + children_cpu_seconds() - cpu_start,
+        **fields,
         "command": list(cmd),
     }
+    if "seconds" not in before or "cpu_seconds" in before:  # CPU time of every part known
+        timing["cpu_seconds"] = before.get("cpu_seconds", 0.0) + (
+            children_cpu_seconds() - cpu_start
+        )
     write_json(timing_path, timing)
     if proc.returncode != 0:
-        raise SystemExit(f"[report] {cmd[2]} failed (exit {proc.returncode}); see {timing_path}")
+        raise SystemExit(f"[report] {label} failed (exit {proc.returncode}); see {timing_path}")
     return timing
 
 
