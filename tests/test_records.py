@@ -106,7 +106,7 @@ def test_a_run_replaces_a_carried_over_record_and_keeps_its_history(tmp_path: Pa
     )
     assert read_record(path)["history"] == [
         "2026-11-25: trained beside another row",
-        f"2026-12-01: replaced an earlier record ({CARRIED_OVER}, mIoU 50.0 %)",
+        f"2026-12-06: replaced the record of 2026-12-01 ({CARRIED_OVER}, mIoU 50.0 %)",
     ]
 
 

@@ -152,6 +152,7 @@ def record_run(
         if isinstance(composed, dict):
             settings, family = key_settings(composed), family_of(composed)
     path = record_path(records_dir, task, row)
+    date = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%d")
     history: list[str] = []
     if path.is_file():
         old = read_record(path)
@@ -159,9 +160,8 @@ def record_run(
         miou = old.get("metrics", {}).get("miou")
         shown = "n/a" if miou is None else f"{100 * miou:.1f} %"
         history.append(
-            f"{old.get('date')}: replaced an earlier record ({old.get('source')}, mIoU {shown})"
+            f"{date}: replaced the record of {old.get('date')} ({old.get('source')}, mIoU {shown})"
         )
-    date = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%d")
     record = make_record(
         row=row,
         task=task,
