@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu-batches", type=_int_list, default=[2, 4, 8])
     parser.add_argument("--precisions", type=_precision_list, default=["fp32", "fp16", "bf16"])
     parser.add_argument("--export", action="store_true", help="eager vs ONNX fp32 vs int8")
-    parser.add_argument("--ckpt", type=Path, help="--export: a semantic checkpoint")
+    parser.add_argument("--ckpt", type=Path, help="--export: a checkpoint (any model family)")
     parser.add_argument("--data", type=Path, help="--export: score the run's test photos")
     parser.add_argument("--threads", type=int, default=1, help="--export: threads per side")
     parser.add_argument("--export-photos", type=int, default=4, help="--export: per round")

@@ -1,6 +1,7 @@
 """``python -m fashionseg.bench --export``: PyTorch eager vs ONNX Runtime fp32 vs int8.
 
-For a semantic checkpoint (``--ckpt``; default: an untrained model of the best semantic
+For a checkpoint of any family (``--ckpt``: semantic, Mask R-CNN, Panoptic FPN; default:
+an untrained model of the best semantic
 row's recipe, ``experiment=ccp_semantic_plus``, in a scratch run whose "validation photos"
 are random photos: speed does not depend on the weights), it exports the float32 and the
 int8 graph (:mod:`fashionseg.export`), then measures photos/s of the three at ``--size``
