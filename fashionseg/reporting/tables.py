@@ -26,8 +26,7 @@ SUMMARY_COLUMNS = {
     "person": (("person IoU", "person"), ("mIoU", "miou"), ("pixel acc.", "pixel_accuracy")),
     "clothing": (("mIoU", "miou"), ("pixel acc.", "pixel_accuracy")),
 }
-# any other label set's summary columns
-OTHER_COLUMNS = (("mIoU", "miou"), ("pixel acc.", "pixel_accuracy"), ("train time", "wall_s"))
+# any other label set gets one line: its best row (:func:`_summary_line`)
 # a label set with more classes than this gets a per-class table with one row per class
 # (one column per results row) instead of one column per class
 WIDE_TABLE_CLASSES = 12
@@ -191,8 +190,6 @@ def _value(record: Mapping[str, Any], key: str) -> float | None:
 
 
 def _cell(record: Mapping[str, Any], key: str) -> str:
-    if key == "wall_s":
-        return minutes(record.get("wall_s"))
     return percent(_value(record, key))
 
 
@@ -207,49 +204,65 @@ def summary_block(
         return "No results recorded yet.\n"
     latest = max(r["date"] for r in records)
     lines = [f"Test split, IoU in %; as recorded on {latest}.", ""]
-    others = sorted({r["task"] for r in records} - set(SUMMARY_COLUMNS))
-    for task, columns in [*SUMMARY_COLUMNS.items(), *((t, OTHER_COLUMNS) for t in others)]:
+    for task, columns in SUMMARY_COLUMNS.items():
         mine = [r for r in records if r["task"] == task]
-        if not mine:
-            continue
-        header = [h for h, _ in columns]
-        lines += [
-            f"**{task}**",
-            "",
-            "| | row | " + " | ".join(header) + " |",
-            "|---|---|" + "---:|" * len(header),
-        ]
-        stated = seed_report.get(task, {})
-        if stated:
-            cells = [str(stated.get(h, "not stated")) for h in header]
-            lines.append("| the seed report's own figures | - | " + " | ".join(cells) + " |")
-        picks = [
-            (
-                "the seed report's recipe, here",
-                next((r for r in mine if r["row"] == baseline), None),
-            ),
-            (
-                "our best Mask R-CNN (or Panoptic FPN) row",
-                _best([r for r in mine if r["family"] in INSTANCE_FAMILIES]),
-            ),
-            ("our best row", _best(mine)),
-        ]
-        for label, r in picks:
-            if r is None:
-                continue
-            cells = [_cell(r, key) for _, key in columns]
-            lines.append(f"| {label} | `{r['row']}` | " + " | ".join(cells) + " |")
-        if task in others and picks[-1][1] is not None:
-            lines += [
-                "",
-                f"`{picks[-1][1]['command']}`; IoU of every class: "
-                f"[docs/results.md](docs/results.md#{task}).",
-            ]
-        lines.append("")
+        if mine:
+            lines += [*_summary_table(task, columns, mine, seed_report, baseline), ""]
+    for task in sorted({r["task"] for r in records} - set(SUMMARY_COLUMNS)):
+        best = _best([r for r in records if r["task"] == task])
+        if best is not None:
+            lines += [_summary_line(task, best), ""]
     note = seed_report.get("note")
     if note:
         lines.append(note)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _summary_table(
+    task: str,
+    columns: Sequence[tuple[str, str]],
+    mine: Sequence[Mapping[str, Any]],
+    seed_report: Mapping[str, Any],
+    baseline: str,
+) -> list[str]:
+    """One task's summary table: the seed report's figures, its recipe here, our best
+    Mask R-CNN row and our best row."""
+    header = [h for h, _ in columns]
+    lines = [
+        f"**{task}**",
+        "",
+        "| | row | " + " | ".join(header) + " |",
+        "|---|---|" + "---:|" * len(header),
+    ]
+    stated = seed_report.get(task, {})
+    if stated:
+        cells = [str(stated.get(h, "not stated")) for h in header]
+        lines.append("| the seed report's own figures | - | " + " | ".join(cells) + " |")
+    picks = [
+        ("the seed report's recipe, here", next((r for r in mine if r["row"] == baseline), None)),
+        (
+            "our best Mask R-CNN (or Panoptic FPN) row",
+            _best([r for r in mine if r["family"] in INSTANCE_FAMILIES]),
+        ),
+        ("our best row", _best(mine)),
+    ]
+    for label, r in picks:
+        if r is not None:
+            cells = [_cell(r, key) for _, key in columns]
+            lines.append(f"| {label} | `{r['row']}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _summary_line(task: str, best: Mapping[str, Any]) -> str:
+    """Another label set's summary: its best row in one line, with a link to every class."""
+    iou = best["metrics"].get("iou", {})
+    counted = sum(v is not None for v in iou.values())
+    return (
+        f"**{task}** ({len(iou)} classes): `{best['row']}` "
+        f"{percent(best['metrics'].get('miou'))} % mIoU over the {counted} classes of the "
+        f"test split, pixel accuracy {percent(best['metrics'].get('pixel_accuracy'))} % "
+        f"(`{best['command']}`); every class: [docs/results.md](docs/results.md#{task})."
+    )
 
 
 def begin_marker(name: str) -> str:
