@@ -260,8 +260,9 @@ def _summary_line(task: str, best: Mapping[str, Any]) -> str:
     return (
         f"**{task}** ({len(iou)} classes): `{best['row']}` "
         f"{percent(best['metrics'].get('miou'))} % mIoU over the {counted} classes of the "
-        f"test split, pixel accuracy {percent(best['metrics'].get('pixel_accuracy'))} % "
-        f"(`{best['command']}`); every class: [docs/results.md](docs/results.md#{task})."
+        f"test split, pixel accuracy {percent(best['metrics'].get('pixel_accuracy'))} %, "
+        f"trained in {minutes(best.get('wall_s'))} ({minutes(best.get('cpu_s'))} CPU) with "
+        f"`{best['command']}`; every class: [docs/results.md](docs/results.md#{task})."
     )
 
 
