@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import logging
 import os
+import runpy
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -41,6 +46,85 @@ def one_line_error(module: str, *args: str, cwd: Path) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=300
     )
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    return proc.stderr.strip().splitlines()[-1]
+
+
+def call_main(module: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m module args`` in this process (``runpy``, as ``-m`` runs it), stdout
+    and stderr captured, the exit status taken from ``SystemExit``.
+
+    For tests of what a command does with its arguments (errors, exit status, outputs)
+    rather than of the process itself: a new Python spends ~5 s of CPU importing torch and
+    Lightning before it reads its first argument. What a run changes in this process is
+    put back: argv, environment, working directory, random states (``seed_everything``
+    sets them), Hydra's global state, the root logger's handlers.
+    An exception other than ``SystemExit`` propagates (a new Python would print its
+    traceback and exit 1).
+    """
+    import random
+
+    import numpy as np
+    import torch
+    from hydra.core.global_hydra import GlobalHydra
+
+    rng = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    env = dict(os.environ)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    argv, where = sys.argv, os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        sys.argv = [module, *args]  # run_module puts the module's file in argv[0]
+        if cwd is not None:
+            os.chdir(cwd)
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            warnings.catch_warnings(),
+        ):
+            # the module is imported already (by the test): runpy warns, and runs it anew
+            warnings.filterwarnings("ignore", ".*found in sys.modules", RuntimeWarning)
+            try:
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
+            except SystemExit as exit_:
+                if exit_.code is None or isinstance(exit_.code, int):
+                    code = exit_.code or 0
+                else:  # sys.exit("message"): Python prints it and exits 1
+                    print(exit_.code, file=sys.stderr)
+                    code = 1
+    finally:
+        sys.argv = argv
+        os.chdir(where)
+        os.environ.clear()
+        os.environ.update(env)
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.random.set_rng_state(rng[2])
+        GlobalHydra.instance().clear()
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return subprocess.CompletedProcess([module, *args], code, out.getvalue(), err.getvalue())
+
+
+def run_in_process(
+    module: str, *args: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """:func:`run` without a new Python (:func:`call_main`): insist that it succeeds."""
+    proc = call_main(module, *args, cwd=cwd)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def one_line_error_in_process(module: str, *args: str, cwd: Path | None = None) -> str:
+    """:func:`one_line_error` without a new Python (:func:`call_main`): exit 2, no
+    traceback; the last line of stderr."""
+    proc = call_main(module, *args, cwd=cwd)
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     return proc.stderr.strip().splitlines()[-1]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT
-from helpers import one_line_error, tree_digest
+from helpers import one_line_error, one_line_error_in_process, tree_digest
 from PIL import Image
 
 from fashionseg.data.inspect import inspect_dataset
@@ -247,8 +247,10 @@ def test_a_photo_whose_every_pixel_is_ignored_gets_no_files(
 
 def test_bad_input_is_one_line(teacher: Path, photos: Path, tmp_path: Path) -> None:
     cmd = "fashionseg.pseudo_label"
+    # python -m fashionseg.pseudo_label itself (refused before torch loads); the others in
+    # this process: the same main, without a new Python importing torch
     assert "ckpt: not given" in one_line_error(cmd, f"input={photos}", "out=x", cwd=REPO_ROOT)
-    missing = one_line_error(
+    missing = one_line_error_in_process(
         cmd,
         f"ckpt={tmp_path / 'no.ckpt'}",
         f"input={photos}",
@@ -258,7 +260,7 @@ def test_bad_input_is_one_line(teacher: Path, photos: Path, tmp_path: Path) -> N
     assert "checkpoint not found" in missing
     tags = tmp_path / "tags.csv"
     tags.write_text("stem,classes\nu0,skin jacket\n")
-    line = one_line_error(
+    line = one_line_error_in_process(
         cmd,
         f"ckpt={teacher}",
         f"input={photos}",

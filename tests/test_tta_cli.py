@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from conftest import REPO_ROOT
-from helpers import one_line_error, run
+from helpers import one_line_error_in_process, run_in_process
 from PIL import Image
 from test_pseudo_label import teacher  # noqa: F401  (the fixture: a tiny trained run)
 
@@ -28,7 +28,7 @@ def test_scale_candidates() -> None:
 def test_evaluate_chooses_the_scales_on_validation(teacher: Path, tmp_path: Path) -> None:  # noqa: F811
     data = teacher.parents[2] / "data"
     out = tmp_path / "eval"
-    proc = run(
+    proc = run_in_process(
         "fashionseg.evaluate",
         f"ckpt={teacher}",
         f"data.root={data}",
@@ -49,7 +49,7 @@ def test_predict_uses_the_scales_and_records_them(teacher: Path, tmp_path: Path)
     photos = teacher.parents[2] / "data" / "images"
     out = tmp_path / "pred"
     args = [f"ckpt={teacher}", f"input={photos}", f"output={out}", "predict.num_workers=0"]
-    run("fashionseg.predict", *args, "tta_scales=[0.75,1.0,1.25]", cwd=REPO_ROOT)
+    run_in_process("fashionseg.predict", *args, "tta_scales=[0.75,1.0,1.25]", cwd=REPO_ROOT)
     module = load_module(teacher)
     module.tta_scales = (0.75, 1.0, 1.25)
     image = read_image(photos / "003.png").float() / 255
@@ -58,5 +58,5 @@ def test_predict_uses_the_scales_and_records_them(teacher: Path, tmp_path: Path)
     np.testing.assert_array_equal(np.array(Image.open(out / "003.png")), expected)
     record = (out / ".fashionseg-predict.jsonl").read_text().splitlines()[0]
     assert json.loads(record)["tta"] == {"hflip": False, "scales": [0.75, 1.0, 1.25]}
-    line = one_line_error("fashionseg.predict", *args, "tta_scales=[1.0]", cwd=REPO_ROOT)
+    line = one_line_error_in_process("fashionseg.predict", *args, "tta_scales=[1.0]", cwd=REPO_ROOT)
     assert "holds predictions of another model" in line
