@@ -169,3 +169,66 @@ def quiet_trainer(**kwargs: object) -> L.Trainer:
         **kwargs,
     }
     return L.Trainer(**settings)
+
+
+def colour_dataset(root: Path, count: int = 6) -> Path:
+    """Photos of 16 x 16 blocks whose colour tells their class (plus noise): learnable in
+    a few steps, unlike noise."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 256, (7, 3))
+    for sub in ("images", "clothes"):
+        (root / sub).mkdir(parents=True)
+    for i in range(count):
+        classes = rng.integers(0, 7, (3, 4)).repeat(16, 0).repeat(16, 1)
+        noise = rng.integers(-40, 40, (48, 64, 3))
+        photo = np.clip(colours[classes] + noise, 0, 255).astype(np.uint8)
+        Image.fromarray(photo).save(root / "images" / f"00{i}.png")
+        Image.fromarray(classes.astype(np.uint8)).save(root / "clothes" / f"00{i}.png")
+    return root
+
+
+def train_teacher(root: Path, steps: int = 30) -> Path:
+    """A tiny LRASPP trained for ``steps`` steps on :func:`colour_dataset` photos, saved as
+    training leaves a run: ``root/data/`` (the labelled photos), ``root/run/split.json``
+    and ``root/run/checkpoints/last.ckpt`` (returned)."""
+    import json
+
+    import torch
+
+    from fashionseg.data.io import read_image, read_mask
+    from fashionseg.model.semantic import SemanticModule
+
+    data = colour_dataset(root / "data")
+    torch.manual_seed(0)
+    net = {"arch": "lraspp_mobilenet_v3_large", "weights": "none", "min_size": 48, "max_size": 64}
+    module = SemanticModule(task="clothing", net=net)
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.01)
+    images = [read_image(data / "images" / f"00{i}.png").float() / 255 for i in range(3)]
+    labels = [
+        torch.from_numpy(read_mask(data / "clothes" / f"00{i}.png", "clothing")).long()
+        for i in range(3)
+    ]
+    module.train()
+    for _ in range(steps):  # a few steps: confident on some pixels, not on others
+        x, y, _ = module._batch(images, labels)
+        loss = torch.nn.functional.cross_entropy(module.net(x)["out"], y, ignore_index=255)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    run = root / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    split = {"train": ["000", "001", "002"], "val": ["003", "004"], "test": ["005"]}
+    (run / "split.json").write_text(json.dumps(split))
+    ckpt = run / "checkpoints" / "last.ckpt"
+    torch.save(
+        {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "datamodule_hyper_parameters": {"root": str(data), "ignore_index": 255},
+        },
+        ckpt,
+    )
+    return ckpt

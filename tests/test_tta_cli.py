@@ -10,7 +10,6 @@ import torch
 from conftest import REPO_ROOT
 from helpers import one_line_error_in_process, run_in_process
 from PIL import Image
-from test_pseudo_label import teacher  # noqa: F401  (the fixture: a tiny trained run)
 
 from fashionseg.data.io import read_image
 from fashionseg.evaluate import SCALE_CANDIDATES, scale_candidates
@@ -25,7 +24,7 @@ def test_scale_candidates() -> None:
     assert len(scale_candidates("choose")) == len(SCALE_CANDIDATES)
 
 
-def test_evaluate_chooses_the_scales_on_validation(teacher: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_evaluate_chooses_the_scales_on_validation(teacher: Path, tmp_path: Path) -> None:
     data = teacher.parents[2] / "data"
     out = tmp_path / "eval"
     proc = run_in_process(
@@ -45,7 +44,7 @@ def test_evaluate_chooses_the_scales_on_validation(teacher: Path, tmp_path: Path
     assert json.loads((out / "metrics.json").read_text())["tta"]["scales"] == chosen
 
 
-def test_predict_uses_the_scales_and_records_them(teacher: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_predict_uses_the_scales_and_records_them(teacher: Path, tmp_path: Path) -> None:
     photos = teacher.parents[2] / "data" / "images"
     out = tmp_path / "pred"
     args = [f"ckpt={teacher}", f"input={photos}", f"output={out}", "predict.num_workers=0"]
