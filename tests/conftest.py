@@ -92,3 +92,13 @@ def untrained_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from helpers import save_untrained_checkpoint
 
     return save_untrained_checkpoint(tmp_path_factory.mktemp("ckpt") / "untrained.ckpt")
+
+
+@pytest.fixture(scope="session")
+def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny semantic model trained for a few steps (``helpers.train_teacher``), shared:
+    ``data/`` (its labelled photos) beside ``run/checkpoints/last.ckpt`` (returned).
+    Read-only: a test that changes the run copies it first."""
+    from helpers import train_teacher
+
+    return train_teacher(tmp_path_factory.mktemp("teacher"))

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pathlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import call_main
 
 from fashionseg.model.checkpoint import CheckpointError, load_module
 
@@ -43,18 +42,11 @@ def test_evaluate_cli_refuses_it_without_running_it(
     malicious: tuple[Path, Path], tmp_path: Path
 ) -> None:
     ckpt, marker = malicious
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fashionseg.evaluate",
-            f"ckpt={ckpt}",
-            f"data.root={tmp_path}",
-            f"hydra.run.dir={tmp_path / 'eval'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = call_main(  # in this process: the payload would run here just the same
+        "fashionseg.evaluate",
+        f"ckpt={ckpt}",
+        f"data.root={tmp_path}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
     )
     assert proc.returncode != 0
     assert f"{ckpt}: refused" in proc.stderr

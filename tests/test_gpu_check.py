@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import call_main
 
 from fashionseg import gpu_check
 from fashionseg.bench import gpu
@@ -80,13 +81,27 @@ def test_gpu_check_main_without_cuda(
     assert not (tmp_path / "out").exists()
 
 
+NO_CUDA_FOR_BENCH = (
+    "error: --device cuda: no CUDA GPU on this machine (torch.cuda.is_available() is False)"
+)
+
+
+@pytest.mark.slow  # the command line end to end; the fast set has the in-process twin below
 def test_bench_device_cuda_without_a_gpu_is_one_line_exit_2(tmp_path: Path) -> None:
     proc = _run("fashionseg.bench", "--device", "cuda", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stdout == ""
-    assert proc.stderr.strip().splitlines() == [
-        "error: --device cuda: no CUDA GPU on this machine (torch.cuda.is_available() is False)"
-    ]
+    assert proc.stderr.strip().splitlines() == [NO_CUDA_FOR_BENCH]
+
+
+def test_bench_device_cuda_without_a_gpu_in_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    proc = call_main("fashionseg.bench", "--device", "cuda", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [NO_CUDA_FOR_BENCH]
 
 
 def test_output_paths_never_name_an_existing_file(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import one_line_error
+import pytest
+from helpers import one_line_error, one_line_error_in_process
 
 from fashionseg.host_overhead import count_calls, load_fusion, measure
 
@@ -29,8 +30,16 @@ def test_count_calls_counts_round_trips() -> None:
     assert count_calls(lambda: x + 1)["syncs"] == 0
 
 
+@pytest.mark.slow  # the command line end to end; the fast set has the in-process twin below
 def test_a_missing_before_file_is_one_line(tmp_path: Path) -> None:
     line = one_line_error(
+        "fashionseg.host_overhead", "--before", str(tmp_path / "nope.py"), cwd=tmp_path
+    )
+    assert "nope.py: no such file" in line
+
+
+def test_a_missing_before_file_is_one_line_in_process(tmp_path: Path) -> None:
+    line = one_line_error_in_process(
         "fashionseg.host_overhead", "--before", str(tmp_path / "nope.py"), cwd=tmp_path
     )
     assert "nope.py: no such file" in line

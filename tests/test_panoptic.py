@@ -374,6 +374,7 @@ TINY_HEAD = {
     "min_size": 32,
     "max_size": 32,
     "semantic_head": True,
+    "mask_head_channels": [16],  # as helpers.TINY_NET: one narrow conv, not four of 256
 }
 
 

@@ -11,15 +11,13 @@ import errno
 import json
 import os
 import stat
-import subprocess
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from helpers import one_line_error, run, tree_digest
+from helpers import call_main, one_line_error_in_process, run_in_process, tree_digest
 from PIL import Image
 
 from fashionseg.cli import UsageError
@@ -62,20 +60,8 @@ def test_output_equal_to_input_is_refused_and_nothing_changes(
     folder = photos(tmp_path / "photos", "x.png", "y.jpg")
     (folder / "notes.txt").write_text("not a photo: no warning about it before the error")
     before = tree_digest(folder)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            PREDICT,
-            f"ckpt={untrained_ckpt}",
-            f"input={folder}",
-            f"output={folder}",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = [f"ckpt={untrained_ckpt}", f"input={folder}", f"output={folder}"]
+    proc = call_main(PREDICT, *args, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"error: {folder}: the output folder is the input; choose another folder"
@@ -122,7 +108,7 @@ def test_a_datasets_mask_folder_is_refused_even_with_overwrite(
     folder = photos(tmp_path / "photos", "000.jpg", "001.jpg")
     before = tree_digest(data)
     out = data / "person"
-    last = one_line_error(
+    last = one_line_error_in_process(
         PREDICT,
         f"ckpt={untrained_ckpt}",
         f"input={folder}",
@@ -206,7 +192,8 @@ def test_output_that_is_a_file_is_refused(module: SegmentationModule, tmp_path: 
 def test_single_file_input_still_works(tmp_path: Path, untrained_ckpt: Path) -> None:
     photo = photos(tmp_path / "photos", "x.jpg", size=(10, 7)) / "x.jpg"
     out = tmp_path / "out"
-    proc = run(PREDICT, f"ckpt={untrained_ckpt}", f"input={photo}", f"output={out}", cwd=tmp_path)
+    args = [f"ckpt={untrained_ckpt}", f"input={photo}", f"output={out}"]
+    proc = run_in_process(PREDICT, *args, cwd=tmp_path)
     assert "1 predicted, 0 already done" in proc.stdout
     assert Image.open(out / "x.png").size == (10, 7)
     header = json.loads((out / MANIFEST).read_text().splitlines()[0])

@@ -1,7 +1,8 @@
 """Pseudo-labelling (fashionseg.pseudo_label): tags, thresholds, record, resume, inspect.
 
-The teacher is a tiny LRASPP trained for a few steps on the tiny dataset, saved in a run
-directory (``split.json`` beside ``checkpoints/``) as training leaves it.
+The teacher (conftest's fixture) is a tiny LRASPP trained for a few steps on a tiny
+dataset, saved in a run directory (``split.json`` beside ``checkpoints/``) as training
+leaves it.
 """
 
 from __future__ import annotations
@@ -14,72 +15,17 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT
-from helpers import one_line_error, tree_digest
+from helpers import one_line_error, one_line_error_in_process, tree_digest
 from PIL import Image
 
 from fashionseg.data.inspect import inspect_dataset
-from fashionseg.data.io import MaskRules, read_image, read_mask
+from fashionseg.data.io import MaskRules, read_image
 from fashionseg.errors import UsageError
 from fashionseg.model.checkpoint import load_module
-from fashionseg.model.semantic import SemanticModule
 from fashionseg.pseudo_label import Request, pseudo_label
 from fashionseg.pseudo_output import PROGRESS, RECORD
 
-STEPS = 30
 CLOTHING = ("background", "skin", "hair", "tshirt", "shoes", "pants", "dress")
-
-
-def colour_dataset(root: Path, count: int = 6) -> Path:
-    """Photos of 16 x 16 blocks whose colour tells their class (plus noise): learnable in
-    a few steps, unlike noise."""
-    rng = np.random.default_rng(0)
-    colours = rng.integers(0, 256, (7, 3))
-    for sub in ("images", "clothes"):
-        (root / sub).mkdir(parents=True)
-    for i in range(count):
-        classes = rng.integers(0, 7, (3, 4)).repeat(16, 0).repeat(16, 1)
-        noise = rng.integers(-40, 40, (48, 64, 3))
-        photo = np.clip(colours[classes] + noise, 0, 255).astype(np.uint8)
-        Image.fromarray(photo).save(root / "images" / f"00{i}.png")
-        Image.fromarray(classes.astype(np.uint8)).save(root / "clothes" / f"00{i}.png")
-    return root
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run directory: ``data/`` (the labelled photos), ``run/checkpoints/last.ckpt``."""
-    root = tmp_path_factory.mktemp("teacher")
-    data = colour_dataset(root / "data")
-    torch.manual_seed(0)
-    net = {"arch": "lraspp_mobilenet_v3_large", "weights": "none", "min_size": 48, "max_size": 64}
-    module = SemanticModule(task="clothing", net=net)
-    optimizer = torch.optim.Adam(module.parameters(), lr=0.01)
-    images = [read_image(data / "images" / f"00{i}.png").float() / 255 for i in range(3)]
-    labels = [
-        torch.from_numpy(read_mask(data / "clothes" / f"00{i}.png", "clothing")).long()
-        for i in range(3)
-    ]
-    module.train()
-    for _ in range(STEPS):  # a few steps: confident on some pixels, not on others
-        x, y, _ = module._batch(images, labels)
-        loss = torch.nn.functional.cross_entropy(module.net(x)["out"], y, ignore_index=255)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    run = root / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    split = {"train": ["000", "001", "002"], "val": ["003", "004"], "test": ["005"]}
-    (run / "split.json").write_text(json.dumps(split))
-    ckpt = run / "checkpoints" / "last.ckpt"
-    torch.save(
-        {
-            "state_dict": module.state_dict(),
-            "hyper_parameters": dict(module.hparams),
-            "datamodule_hyper_parameters": {"root": str(data), "ignore_index": 255},
-        },
-        ckpt,
-    )
-    return ckpt
 
 
 @pytest.fixture
@@ -247,8 +193,10 @@ def test_a_photo_whose_every_pixel_is_ignored_gets_no_files(
 
 def test_bad_input_is_one_line(teacher: Path, photos: Path, tmp_path: Path) -> None:
     cmd = "fashionseg.pseudo_label"
+    # python -m fashionseg.pseudo_label itself (refused before torch loads); the others in
+    # this process: the same main, without a new Python importing torch
     assert "ckpt: not given" in one_line_error(cmd, f"input={photos}", "out=x", cwd=REPO_ROOT)
-    missing = one_line_error(
+    missing = one_line_error_in_process(
         cmd,
         f"ckpt={tmp_path / 'no.ckpt'}",
         f"input={photos}",
@@ -258,7 +206,7 @@ def test_bad_input_is_one_line(teacher: Path, photos: Path, tmp_path: Path) -> N
     assert "checkpoint not found" in missing
     tags = tmp_path / "tags.csv"
     tags.write_text("stem,classes\nu0,skin jacket\n")
-    line = one_line_error(
+    line = one_line_error_in_process(
         cmd,
         f"ckpt={teacher}",
         f"input={photos}",

@@ -270,19 +270,33 @@ def test_seeded_augmentation_repeats() -> None:
 
 
 _FAULTS = """
-import resource, sys, torch
+import os, resource, torch
 from fashionseg.data.dataset import keep_freed_memory
-if sys.argv[1] == "keep":
-    assert keep_freed_memory() and keep_freed_memory()  # once per process, then a no-op
-else:  # glibc's starting thresholds (128 KiB), pinned: its dynamic raise varies by run
-    assert keep_freed_memory(mmap_threshold=128 * 1024, trim_threshold=128 * 1024)
-heights = [600, 450, 700, 520]  # photo sizes vary with scale jitter
-for h in heights:
-    torch.ones(3, h, 400).mul(2)  # the first photo-sized blocks fault in
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for i in range(20):  # fresh float photos, freed at once
-    torch.ones(3, heights[i % 4], 400).mul(2)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+
+def faults(mode):
+    if mode == "keep":
+        assert keep_freed_memory() and keep_freed_memory()  # once per process, then a no-op
+    else:  # glibc's starting thresholds (128 KiB), pinned: its dynamic raise varies by run
+        assert keep_freed_memory(mmap_threshold=128 * 1024, trim_threshold=128 * 1024)
+    heights = [600, 450, 700, 520]  # photo sizes vary with scale jitter
+    for h in heights:
+        torch.ones(3, h, 400).mul(2)  # the first photo-sized blocks fault in
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for i in range(20):  # fresh float photos, freed at once
+        torch.ones(3, heights[i % 4], 400).mul(2)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+# each mode in its own process, forked from this one before it allocates a photo: the
+# allocator's settings are that process's own, and torch is imported once for both
+for mode in ("keep", "default"):
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write, str(faults(mode)).encode())
+        os._exit(0)
+    os.close(write)
+    print(mode, os.read(read, 64).decode())
+    assert os.waitpid(pid, 0)[1] == 0
 """
 
 
@@ -290,14 +304,10 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 def test_freed_photo_memory_is_reused_instead_of_faulting_in_anew() -> None:
     """Augmentation makes fresh float photos; glibc hands such blocks back to the OS and
     page-faults them in again (~700 faults per 600x400 photo) unless told to keep them."""
-
-    def faults(mode: str) -> int:
-        run = subprocess.run(
-            [sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True
-        )
-        return int(run.stdout.split()[-1])
-
-    kept, default = faults("keep"), faults("default")
+    run = subprocess.run([sys.executable, "-c", _FAULTS], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    faults = dict(line.split() for line in run.stdout.splitlines())
+    kept, default = int(faults["keep"]), int(faults["default"])
     # the problem is real here: 26,630 faults for 20 photos with glibc's starting thresholds
     # pinned (left to itself glibc raises the mmap threshold as blocks are freed, and the
     # count varied from 1,418 to 8,045 between runs)

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from conftest import REPO_ROOT
-from helpers import one_line_error, run
+from helpers import one_line_error_in_process, run_in_process
 from PIL import Image
-from test_pseudo_label import teacher  # noqa: F401  (the fixture: a tiny trained run)
 
 from fashionseg.data.io import read_image
 from fashionseg.evaluate import SCALE_CANDIDATES, scale_candidates
@@ -25,10 +24,10 @@ def test_scale_candidates() -> None:
     assert len(scale_candidates("choose")) == len(SCALE_CANDIDATES)
 
 
-def test_evaluate_chooses_the_scales_on_validation(teacher: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_evaluate_chooses_the_scales_on_validation(teacher: Path, tmp_path: Path) -> None:
     data = teacher.parents[2] / "data"
     out = tmp_path / "eval"
-    proc = run(
+    proc = run_in_process(
         "fashionseg.evaluate",
         f"ckpt={teacher}",
         f"data.root={data}",
@@ -45,11 +44,11 @@ def test_evaluate_chooses_the_scales_on_validation(teacher: Path, tmp_path: Path
     assert json.loads((out / "metrics.json").read_text())["tta"]["scales"] == chosen
 
 
-def test_predict_uses_the_scales_and_records_them(teacher: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_predict_uses_the_scales_and_records_them(teacher: Path, tmp_path: Path) -> None:
     photos = teacher.parents[2] / "data" / "images"
     out = tmp_path / "pred"
     args = [f"ckpt={teacher}", f"input={photos}", f"output={out}", "predict.num_workers=0"]
-    run("fashionseg.predict", *args, "tta_scales=[0.75,1.0,1.25]", cwd=REPO_ROOT)
+    run_in_process("fashionseg.predict", *args, "tta_scales=[0.75,1.0,1.25]", cwd=REPO_ROOT)
     module = load_module(teacher)
     module.tta_scales = (0.75, 1.0, 1.25)
     image = read_image(photos / "003.png").float() / 255
@@ -58,5 +57,5 @@ def test_predict_uses_the_scales_and_records_them(teacher: Path, tmp_path: Path)
     np.testing.assert_array_equal(np.array(Image.open(out / "003.png")), expected)
     record = (out / ".fashionseg-predict.jsonl").read_text().splitlines()[0]
     assert json.loads(record)["tta"] == {"hflip": False, "scales": [0.75, 1.0, 1.25]}
-    line = one_line_error("fashionseg.predict", *args, "tta_scales=[1.0]", cwd=REPO_ROOT)
+    line = one_line_error_in_process("fashionseg.predict", *args, "tta_scales=[1.0]", cwd=REPO_ROOT)
     assert "holds predictions of another model" in line
