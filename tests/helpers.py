@@ -40,6 +40,11 @@ def run(module: str, *args: str, cwd: Path, **kwargs: object) -> subprocess.Comp
         timeout=600,
         **kwargs,  # type: ignore[call-overload]
     )
+    return succeeded(proc)
+
+
+def succeeded(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    """``proc``, insisting that it exited 0 (its output's tail in the message if not)."""
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
@@ -49,6 +54,11 @@ def one_line_error(module: str, *args: str, cwd: Path) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=300
     )
+    return last_error_line(proc)
+
+
+def last_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The last line of a failed run's stderr, insisting on exit 2 and no traceback."""
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     return proc.stderr.strip().splitlines()[-1]
@@ -119,18 +129,13 @@ def run_in_process(
     module: str, *args: str, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """:func:`run` without a new Python (:func:`call_main`): insist that it succeeds."""
-    proc = call_main(module, *args, cwd=cwd)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+    return succeeded(call_main(module, *args, cwd=cwd))
 
 
 def one_line_error_in_process(module: str, *args: str, cwd: Path | None = None) -> str:
     """:func:`one_line_error` without a new Python (:func:`call_main`): exit 2, no
     traceback; the last line of stderr."""
-    proc = call_main(module, *args, cwd=cwd)
-    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    return proc.stderr.strip().splitlines()[-1]
+    return last_error_line(call_main(module, *args, cwd=cwd))
 
 
 def tree_digest(root: Path) -> dict[str, str]:
