@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+import traceback
 import weakref
 from pathlib import Path
 from typing import Any
@@ -222,26 +226,40 @@ def test_no_photo_is_held_beyond_the_batches_in_flight(
 
 
 # a predict run killed with SIGKILL while the writer has photos in flight
-KILLED = """
-import os, signal, sys
-import lightning as L
-import torch
-sys.path.insert(0, {tests!r})
-from test_predict_lightning import painting_module
-from fashionseg.predict import PredictionWriter, predict_lightning
+class KillAfterTwoBatches(L.Callback):
+    """Flushes the writer after batch 1, then SIGKILLs its own process once batch 2 is
+    handed to the writer: a process killed from outside, midway, with work in flight."""
 
-class Kill(L.Callback):
-    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *rest):
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *rest):  # noqa: ANN001, ANN002
         writer = next(c for c in trainer.callbacks if isinstance(c, PredictionWriter))
         if batch_idx == 1:
             writer.flush()  # batches 0 and 1 are on disk
         if batch_idx == 2:
             os.kill(os.getpid(), signal.SIGKILL)  # batch 2 handed to the writer
 
-photos = sys.argv[1:-1]
-predict_lightning(painting_module(), photos, sys.argv[-1], batch_size=2, num_workers=1,
-                  progress=False, callbacks=[Kill()])
-"""
+
+def killed_midway(module: SegmentationModule, photos: list[Path], out: Path) -> int:
+    """Run predict in a child forked from this process (torch, Lightning and the model are
+    already here: a fresh interpreter spent ~7 s importing them) and return how it ended:
+    the child's signal number, or -1 with its traceback on stderr when it raised."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            predict_lightning(module, photos, out, batch_size=2, num_workers=1,
+                              progress=False, callbacks=[KillAfterTwoBatches()])  # fmt: skip
+        except BaseException:
+            traceback.print_exc()
+            os._exit(1)
+        os._exit(0)
+    deadline = time.monotonic() + 300
+    while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise TimeoutError("the forked predict neither finished nor was killed in 300 s")
+        time.sleep(0.05)
+    status = done[1]
+    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else -1
 
 
 def test_killed_midway_then_rerun_finishes_without_redoing_photos(
@@ -249,14 +267,7 @@ def test_killed_midway_then_rerun_finishes_without_redoing_photos(
 ) -> None:
     photos = random_photos(tmp_path / "photos", 10, [(32, 24), (24, 32)])
     out = tmp_path / "out"
-    script = KILLED.format(tests=str(REPO_ROOT / "tests"))
-    killed = subprocess.run(
-        [sys.executable, "-c", script, *map(str, photos), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert killed_midway(module, photos, out) == signal.SIGKILL
     recorded = PredictFolder.recorded(out)
     finished = [o.photo for o in outputs_for(photos) if recorded.done(o)]
     assert finished[:4] == photos[:4]  # flushed before the kill

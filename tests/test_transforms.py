@@ -271,7 +271,7 @@ def test_seeded_augmentation_repeats() -> None:
 
 _FAULTS = """
 import os, resource, torch
-from fashionseg.data.dataset import keep_freed_memory
+from fashionseg.data.allocator import keep_freed_memory
 
 def faults(mode):
     if mode == "keep":
