@@ -31,7 +31,7 @@ serve: install ## demo page on your photos: make serve ARGS="ckpt=RUN/checkpoint
 	$(PY) -m fashionseg.serve $(ARGS)
 
 test: install ## run the test suite
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n auto $(ARGS)
 
 test-fast: install ## run the tests that train nothing and read no ../shared data
 	$(PY) -m pytest -q -n auto -m "not slow and not shared" $(ARGS)

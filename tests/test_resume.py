@@ -100,11 +100,18 @@ def command(work: Path, log_dir: str, *extra: str, test: bool = False) -> list[s
     ]
 
 
+def _sigint_as_in_a_terminal() -> None:
+    # a shell without job control starts background commands with SIGINT ignored, and a
+    # Python started so ignores Ctrl-C too: the training gets SIGINT as a terminal gives it
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(work: Path, cmd: list[str]) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(work / "hooks")}
     return subprocess.Popen(
-        cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+        cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_sigint_as_in_a_terminal,
+    )  # fmt: skip
 
 
 def finish(proc: subprocess.Popen[str], expect: int = 0) -> tuple[str, str]:
