@@ -73,6 +73,8 @@ ROWS = {
     "ccp_self_train": "self-training: ccp_semantic_plus as teacher, pseudo labels on the 1,094 "
     "unlabelled CCP photos (flip + multi-scale TTA, class-wise thresholds, tags), a student "
     "from the teacher on labelled + pseudo-labelled photos",
+    "ccp_panoptic_self_train": "Panoptic FPN student of ccp_self_train's pseudo labels "
+    "(ccp_semantic_plus as teacher), started from the ccp_panoptic row's best checkpoint",
 }
 TASKS = ("person", "clothing")
 # Extra overrides of one row on one task, each with its measured reason.
@@ -141,22 +143,28 @@ def run_pipeline(row: str, task: str, data: str | None, out: Path, force: bool) 
     pipeline = PIPELINES[row]
     teacher_dir = run_row(pipeline.teacher, task, data, out)
     teacher_ckpt = best_checkpoint(teacher_dir)
-    pseudo_root = out / f"{task}-{row}-pseudo"
-    pseudo_timing = out / f"{task}-{row}-pseudo-timing.json"
+    pseudo_name = pipeline.pseudo_of or row
+    pseudo_root = out / f"{task}-{pseudo_name}-pseudo"
+    pseudo_timing = out / f"{task}-{pseudo_name}-pseudo-timing.json"
     if not (pseudo_timing.is_file() and (pseudo_root / "pseudo_label.json").is_file()) or force:
         timed_run(
             pseudo_command(pipeline, teacher_ckpt, pseudo_root),
             pseudo_timing,
             f"{task}-{row} pseudo labels",
         )
-    run_dir = run_row(
-        row, task, data, out, force, extra=student_overrides(pseudo_root, teacher_ckpt)
-    )
     stages = [
         stage("teacher", teacher_dir / "report_timing.json"),
         stage("pseudo labels", pseudo_timing),
-        stage("student", run_dir / "report_timing.json"),
     ]
+    init_ckpt = teacher_ckpt
+    if pipeline.init_row and pipeline.init_row != pipeline.teacher:
+        init_dir = run_row(pipeline.init_row, task, data, out)
+        init_ckpt = best_checkpoint(init_dir)
+        stages.append(
+            stage(f"student's start ({pipeline.init_row})", init_dir / "report_timing.json")
+        )
+    run_dir = run_row(row, task, data, out, force, extra=student_overrides(pseudo_root, init_ckpt))
+    stages.append(stage("student", run_dir / "report_timing.json"))
     write_json(run_dir / "stages.json", {"stages": stages})
     return run_dir
 
