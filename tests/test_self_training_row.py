@@ -112,3 +112,42 @@ def test_stage_text_sums_cpu_minutes() -> None:
     ]
     assert stage_text(stages) == "teacher 10.0 (`t`) + student 5.0 (`s`) = 15.0 min"
     assert stage_text([{"stage": "a", "cpu_s": None}]).endswith("= n/a min")
+
+
+def test_a_student_of_another_family_starts_from_its_own_row_and_shares_the_pseudo_labels(
+    tmp_path: Path, fake_stages: list[list[str]]
+) -> None:
+    """init_row: the student starts from that row's best checkpoint (trained first when
+    missing), not the teacher's; pseudo_of: the pseudo labels of another pipeline are
+    reused (made there when missing), not made again."""
+    out = tmp_path / "out"
+    semantic = self_training.Pipeline("ccp_semantic_plus", "ccp_self_train", str(tmp_path))
+    panoptic = self_training.Pipeline(
+        "ccp_semantic_plus", "ccp_panoptic_self_train", str(tmp_path),
+        init_row="ccp_panoptic", pseudo_of="ccp_self_train",
+    )  # fmt: skip
+    argv = ["--out", str(out), "--tasks", "person", "--rows"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(results_table.PIPELINES, "ccp_self_train", semantic)
+        mp.setitem(results_table.PIPELINES, "ccp_panoptic_self_train", panoptic)
+        assert main([*argv, "ccp_self_train"]) == 0
+        fake_stages.clear()
+        assert main([*argv, "ccp_panoptic_self_train"]) == 0
+    # the teacher and the pseudo labels are kept; the start row trains, then the student
+    init, student = fake_stages
+    assert "experiment=ccp_panoptic" in init and "hydra.run.dir" in " ".join(init)
+    assert "experiment=ccp_panoptic_self_train" in student
+    start = out / "person-ccp_panoptic" / "checkpoints" / "epoch007-miou0.6000.ckpt"
+    assert _arg(student, "model.init_from") == str(start)
+    assert _arg(student, "data.extra_roots") == f"[{out / 'person-ccp_self_train-pseudo'}]"
+    assert not (out / "person-ccp_panoptic_self_train-pseudo").exists()
+    run = out / "person-ccp_panoptic_self_train"
+    stages = json.loads((run / "stages.json").read_text())["stages"]
+    assert [s["stage"] for s in stages] == [
+        "teacher",
+        "pseudo labels",
+        "student's start (ccp_panoptic)",
+        "student",
+    ]
+    record = json.loads((out / "records" / "person-ccp_panoptic_self_train.json").read_text())
+    assert record["cpu_s"] == pytest.approx(sum(s["cpu_s"] for s in stages))
