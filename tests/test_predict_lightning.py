@@ -230,7 +230,7 @@ class KillAfterTwoBatches(L.Callback):
     """Flushes the writer after batch 1, then SIGKILLs its own process once batch 2 is
     handed to the writer: a process killed from outside, midway, with work in flight."""
 
-    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *rest):  # noqa: ANN001, ANN002
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, *rest):
         writer = next(c for c in trainer.callbacks if isinstance(c, PredictionWriter))
         if batch_idx == 1:
             writer.flush()  # batches 0 and 1 are on disk
@@ -241,7 +241,9 @@ class KillAfterTwoBatches(L.Callback):
 def killed_midway(module: SegmentationModule, photos: list[Path], out: Path) -> int:
     """Run predict in a child forked from this process (torch, Lightning and the model are
     already here: a fresh interpreter spent ~7 s importing them) and return how it ended:
-    the child's signal number, or -1 with its traceback on stderr when it raised."""
+    the child's signal number, or -1 with its traceback on stderr when it raised.
+    Not multiprocessing's Process: its join waits on a pipe that the child's DataLoader
+    worker inherits, so it returns only when that orphan notices (~5 s later)."""
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         try:

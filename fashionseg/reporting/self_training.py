@@ -14,6 +14,7 @@ them. Every stage's command, wall time and CPU time is kept in the student's
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -48,24 +49,25 @@ class Pipeline:
     pseudo_of: str | None = None
 
 
+_SELF_TRAIN = Pipeline(
+    teacher="ccp_semantic_plus",
+    student="ccp_self_train",
+    unlabelled="../shared/data/ccp-unlabelled1094",
+    # flip + these scales: chosen on the clothing teacher's validation split
+    # (evaluate data.split=val tta_scales=choose: 57.45 % flip only, 58.82 % with 1.25)
+    pseudo_args=("tta_scales=[1.0,1.25]",),
+)
+
 PIPELINES = {
-    "ccp_self_train": Pipeline(
-        teacher="ccp_semantic_plus",
-        student="ccp_self_train",
-        unlabelled="../shared/data/ccp-unlabelled1094",
-        # flip + these scales: chosen on the clothing teacher's validation split
-        # (evaluate data.split=val tta_scales=choose: 57.45 % flip only, 58.82 % with 1.25)
-        pseudo_args=("tta_scales=[1.0,1.25]",),
-    ),
+    "ccp_self_train": _SELF_TRAIN,
     # the Mask R-CNN family on the same pseudo labels: a Panoptic FPN student, started from
     # the supervised ccp_panoptic row's best checkpoint (a semantic checkpoint cannot start
     # a detector), on the semantic teacher's pseudo labels (the better teacher: person
-    # validation mIoU 92.96 % against the Panoptic FPN's 86.28 %)
-    "ccp_panoptic_self_train": Pipeline(
-        teacher="ccp_semantic_plus",
+    # validation mIoU 92.96 % against the Panoptic FPN's 86.28 %); teacher, photos and
+    # pseudo-labelling arguments are ccp_self_train's by construction
+    "ccp_panoptic_self_train": dataclasses.replace(
+        _SELF_TRAIN,
         student="ccp_panoptic_self_train",
-        unlabelled="../shared/data/ccp-unlabelled1094",
-        pseudo_args=("tta_scales=[1.0,1.25]",),
         init_row="ccp_panoptic",
         pseudo_of="ccp_self_train",
     ),
