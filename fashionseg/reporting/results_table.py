@@ -88,8 +88,7 @@ ROW_OVERRIDES = {
     # with a margin for the machine's drift: 13 epochs of 600 photos, at the rows' measured
     # rates on two threads (clothing 80.2 + 12.7 CPU min, 4.8 an epoch; person 73.1 + 9.3,
     # 4.4 an epoch; the 16- and 15-epoch students came to 2.12x and 2.03x)
-    ("ccp_self_train", "clothing"): ["optimizer.lr=5e-4", "trainer.max_epochs=13"],
-    ("ccp_self_train", "person"): ["optimizer.lr=5e-4", "trainer.max_epochs=13"],
+    **{("ccp_self_train", task): ["optimizer.lr=5e-4", "trainer.max_epochs=13"] for task in TASKS},
 }
 
 
