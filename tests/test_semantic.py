@@ -255,3 +255,55 @@ def test_a_misspelt_setting_of_the_mask_rcnn_module_is_refused() -> None:
         "scheduler",
         "init_from",
     }
+
+
+def _macro_dice(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """1 - Dice per photo and class present among its labelled pixels, averaged."""
+    probs = logits.softmax(1)
+    losses = []
+    for p, y in zip(probs, labels, strict=True):
+        valid = y != IGNORE
+        per_class = []
+        for c in y[valid].unique():
+            x, t = p[c][valid], (y[valid] == c).float()
+            per_class.append(1 - 2 * (x * t).sum() / (x.sum() + t.sum()))
+        losses.append(torch.stack(per_class).mean())
+    return torch.stack(losses).mean()
+
+
+def test_dice_term_is_macro_dice_over_labelled_pixels_only() -> None:
+    torch.manual_seed(0)
+    module = SemanticModule(task="clothing", net={**NET, "dice_weight": 0.5})
+    module.log = lambda *args, **kwargs: None  # no trainer attached
+    images, targets = batch()
+    targets[0]["semantic"][:20] = IGNORE  # pixels a pseudo label leaves out
+    x, y, _ = module._batch(images, [t["semantic"] for t in targets])
+    logits = module.net(x)["out"]
+    ce = torch.nn.functional.cross_entropy(logits, y, ignore_index=IGNORE)
+    expected = ce + 0.5 * _macro_dice(logits, y)
+    loss = module.training_step((images, targets), 0)
+    assert torch.allclose(loss, expected, atol=1e-5)
+    plain = SemanticModule(task="clothing", net=NET)
+    plain.load_state_dict(module.state_dict())
+    plain.log = module.log
+    assert torch.allclose(plain.training_step((images, targets), 0), ce, atol=1e-6)
+
+
+def test_class_mix_runs_on_the_padded_training_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+
+    def spy(x: torch.Tensor, y: torch.Tensor, prob: float, ignore: int) -> tuple:
+        seen.append((x.shape, y.shape, prob, ignore))
+        return x, y
+
+    monkeypatch.setattr("fashionseg.model.semantic.class_mix", spy)
+    module = SemanticModule(task="clothing", net={**NET, "class_mix": 0.5})
+    module.log = lambda *args, **kwargs: None
+    module.training_step(batch(), 0)
+    assert seen == [(torch.Size([2, 3, 64, 64]), torch.Size([2, 64, 64]), 0.5, IGNORE)]
+
+
+@pytest.mark.parametrize("setting", [{"dice_weight": -1.0}, {"class_mix": 1.5}])
+def test_loss_and_mix_settings_out_of_range_are_refused(setting: dict) -> None:
+    with pytest.raises(ValueError, match="model.net"):
+        SemanticModule(task="clothing", net={**NET, **setting})

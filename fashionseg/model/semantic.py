@@ -19,9 +19,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from kornia.losses import dice_loss
 from torch import Tensor, nn
 from torchvision.models import get_model, get_model_weights
 
+from fashionseg.data.mix import class_mix
 from fashionseg.data.targets import IGNORE_INDEX
 from fashionseg.model.base import SegmentationBase
 from fashionseg.model.builder import resolve_auto
@@ -96,11 +98,14 @@ def build_semantic(
 
 
 class SemanticModule(SegmentationBase):
-    """Per-pixel cross-entropy training of a torchvision segmentation model.
+    """Per-pixel cross-entropy (+ Dice) training of a torchvision segmentation model.
 
     ``net`` holds ``arch``, ``weights``, ``min_size``, ``max_size``, ``tta_hflip``
     (evaluation averages the logits of the photo and its mirror image) and ``tta_scales``
-    (multi-scale TTA: :class:`SemanticPipeline`; default ``[1.0]``, none); ``optimizer``
+    (multi-scale TTA: :class:`SemanticPipeline`; default ``[1.0]``, none), ``dice_weight``
+    (adds that times kornia's macro Dice loss, ignored pixels left out, to the
+    cross-entropy; 0: cross-entropy alone) and ``class_mix`` (the probability of
+    :func:`fashionseg.data.mix.class_mix` per training photo); ``optimizer``
     and ``scheduler`` are those of :class:`fashionseg.model.base.SegmentationBase`.
     Pixels take the class of highest probability: there is no score threshold.
     """
@@ -115,6 +120,13 @@ class SemanticModule(SegmentationBase):
         self.max_size = int(settings.pop("max_size", 600))
         self.tta_hflip = bool(settings.pop("tta_hflip", False))
         self.tta_scales = check_scales(settings.pop("tta_scales", None) or (1.0,))
+        self.dice_weight = float(settings.pop("dice_weight", 0.0))
+        self.class_mix = float(settings.pop("class_mix", 0.0))
+        if self.dice_weight < 0 or not 0 <= self.class_mix <= 1:
+            raise ValueError(
+                "model.net.dice_weight must be >= 0 and model.net.class_mix in [0, 1]: got "
+                f"{self.dice_weight} and {self.class_mix}"
+            )
         return build_semantic(num_classes=self.task.num_classes, **settings)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -160,7 +172,14 @@ class SemanticModule(SegmentationBase):
     def training_step(self, batch: tuple[list[Tensor], list[dict]], batch_idx: int) -> Tensor:
         images, targets = batch
         x, y, _ = self._batch(images, [t["semantic"] for t in targets])
-        loss = F.cross_entropy(self.net(x)["out"], y, ignore_index=IGNORE)
-        loss = self._checked_total({"loss_ce": loss}, batch_idx)
+        if self.class_mix:
+            x, y = class_mix(x, y, self.class_mix, IGNORE)
+        logits = self.net(x)["out"]
+        losses = {"loss_ce": F.cross_entropy(logits, y, ignore_index=IGNORE)}
+        if self.dice_weight:
+            losses["loss_dice"] = self.dice_weight * dice_loss(
+                logits, y, average="macro", ignore_index=IGNORE
+            )
+        loss = self._checked_total(losses, batch_idx)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
         return loss
