@@ -43,7 +43,8 @@ def class_mix(
     for i in range(batch):
         if draws[i] >= prob:
             continue
-        src = labels[(i + 1) % batch]
+        j = (i + 1) % batch
+        src = labels[j]
         classes = torch.unique(src)
         classes = classes[(classes != 0) & (classes != ignore_index)]
         if classes.numel() == 0:
@@ -52,6 +53,6 @@ def class_mix(
         if not keep.any():
             keep[torch.randint(classes.numel(), (1,), generator=generator)] = True
         paste = torch.isin(src, classes[keep.to(classes.device)])
-        out_images[i] = torch.where(paste, images[(i + 1) % batch], images[i])
+        out_images[i] = torch.where(paste, images[j], images[i])
         out_labels[i] = torch.where(paste, src, labels[i])
     return out_images, out_labels
